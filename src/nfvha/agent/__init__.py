@@ -1,0 +1,1 @@
+"""The per-host agent: channel sessions, fault detection, reports to the controller."""

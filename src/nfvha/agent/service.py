@@ -1,0 +1,318 @@
+"""The agent: runs this host's instances through a virt driver, watches them, reports faults.
+
+Fault rules kept here (the protocol's own are in nfvha.wire):
+- one open fault per instance: later symptoms of the same failure (the channel closing
+  when the process dies, misses of a frozen guest) are not new faults until it recovers;
+- a channel lost while the process is dying is the process's exit: EOF waits
+  `exit_grace` for the exit before it counts as `channel_lost`;
+- nothing the platform itself does (stop, restart, remove) is a fault, nor a guest that
+  said `exit` and then ended with status 0;
+- a fault injected through the API happened at its injection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..control import (
+    Command,
+    FaultReport,
+    Hello,
+    InstanceSpec,
+    InstanceStatus,
+    RecoveredReport,
+    Result,
+    StateReport,
+    Welcome,
+)
+from ..virt.process import DriverError, ProcessDriver
+from ..wire import heartbeat as hb
+from .link import ControllerLink
+from .session import ChannelSession
+
+log = logging.getLogger("nfvha.agent")
+INJECT_SIGNALS = {"hang": signal.SIGSTOP, "crash": signal.SIGKILL, "unhealthy": signal.SIGUSR1}
+INJECTION_WINDOW = 30.0  # a fault this long after an injection is not the injection's
+
+
+@dataclass
+class AgentConfig:
+    host: str
+    state_dir: Path
+    controller: str  # ws://HOST:PORT/v1/agent
+    miss_threshold: int = 2
+    min_interval_ms: int = 50
+    rate: float = 100.0  # frames per second a guest may send, with `burst` in reserve
+    burst: float = 200.0
+    exit_grace: float = 0.02
+
+
+@dataclass
+class Local:
+    spec: InstanceSpec
+    state: str = "stopped"
+    heartbeat: str = "disabled"
+    session: ChannelSession | None = None
+    task: asyncio.Task | None = None
+    open_fault: str | None = None
+    injected: tuple[str, float] | None = None
+    platform_action: bool = False
+    guest_exited: bool = False
+    lost_timer: asyncio.TimerHandle | None = None
+    suppressed: int = 0  # symptoms folded into the open fault
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def raise_fd_limit() -> None:
+    """Each instance holds a pidfd and a channel socket: take the hard limit, not the soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.driver = ProcessDriver(config.state_dir, self._on_exit)
+        self.instances: dict[str, Local] = {}
+        self.link = ControllerLink(config.controller, self._hello, self._on_welcome, self._on_command)
+        self._tg: asyncio.TaskGroup | None = None
+
+    async def run(self) -> None:
+        """Run until cancelled; then stop this host's instances (they are the agent's children)."""
+        raise_fd_limit()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                tg.create_task(self.link.run())
+                tg.create_task(self._state_loop())
+        finally:
+            for local in self.instances.values():
+                local.platform_action = True
+                if local.task:
+                    local.task.cancel()
+            await asyncio.shield(self.driver.close())
+
+    # ---- what the controller sees ------------------------------------------------------
+
+    def status(self, local: Local) -> InstanceStatus:
+        s = local.session
+        return InstanceStatus(id=local.spec.id, state=local.state, heartbeat=local.heartbeat,
+                              pid=self.driver.pid(local.spec.id), interval_ms=s.interval_ms if s else None,
+                              protocol_errors=dict(s.errors) if s else {})
+
+    def _hello(self) -> Hello:
+        return Hello(host=self.config.host, driver=self.driver.name,
+                     instances=[self.status(x) for x in self.instances.values()])
+
+    def _publish(self, local: Local) -> None:
+        self.link.send(StateReport(instance=self.status(local)))
+
+    async def _state_loop(self) -> None:
+        """Protocol error counters change without state changes: publish them when they do."""
+        last: dict[str, dict[str, int]] = {}
+        while True:
+            await asyncio.sleep(1.0)
+            for iid, local in self.instances.items():
+                errs = dict(local.session.errors) if local.session else {}
+                if errs != last.get(iid, {}):
+                    last[iid] = errs
+                    self._publish(local)
+
+    # ---- commands ----------------------------------------------------------------------
+
+    async def _on_welcome(self, welcome: Welcome) -> None:
+        """Reconcile with the controller's view: start what is missing, drop what is not wanted."""
+        wanted = {spec.id: spec for spec in welcome.instances}
+        for iid in [i for i in self.instances if i not in wanted]:
+            await self.remove(iid)
+        for spec in wanted.values():
+            if spec.id not in self.instances:
+                try:
+                    await self.ensure(spec)
+                except DriverError as exc:
+                    log.error("cannot start instance %s: %s", spec.id, exc)
+
+    def _on_command(self, cmd: Command) -> None:
+        assert self._tg is not None
+        self._tg.create_task(self._execute(cmd))
+
+    async def _execute(self, cmd: Command) -> None:
+        try:
+            data = await self.execute(cmd)
+            result = Result(id=cmd.id, ok=True, data=data or {})
+        except (DriverError, KeyError) as exc:
+            result = Result(id=cmd.id, ok=False, error=str(exc))
+        self.link.send(result)
+
+    async def execute(self, cmd: Command) -> dict | None:
+        if cmd.op == "ensure":
+            assert cmd.spec is not None
+            return await self.ensure(cmd.spec)
+        if cmd.instance_id not in self.instances:
+            if cmd.op == "remove":
+                return None
+            raise KeyError(f"instance {cmd.instance_id} is not on host {self.config.host}")
+        if cmd.op == "remove":
+            await self.remove(cmd.instance_id)
+        elif cmd.op == "restart":
+            await self.restart(cmd.instance_id, graceful=cmd.graceful)
+        elif cmd.op == "stop":
+            await self.stop(cmd.instance_id)
+        elif cmd.op == "start":
+            await self.start(cmd.instance_id)
+        elif cmd.op == "inject":
+            assert cmd.kind is not None
+            return self.inject(cmd.instance_id, cmd.kind)
+        return self.status(self.instances[cmd.instance_id]).model_dump()
+
+    async def ensure(self, spec: InstanceSpec) -> dict:
+        local = self.instances.get(spec.id)
+        if local is None:
+            local = self.instances[spec.id] = Local(spec=spec)
+            if spec.heartbeat:
+                local.session = ChannelSession(
+                    spec.id, self.driver.channel_path(spec.id), self._on_wire_event,
+                    miss_threshold=self.config.miss_threshold, min_interval_ms=self.config.min_interval_ms,
+                    rate=self.config.rate, burst=self.config.burst)
+                assert self._tg is not None
+                local.task = self._tg.create_task(local.session.run())
+        if not self.driver.running(spec.id):
+            await self.start(spec.id)
+        return self.status(local).model_dump()
+
+    async def start(self, iid: str) -> None:
+        local = self.instances[iid]
+        try:
+            await self.driver.start(iid, local.spec.command)
+        except DriverError:
+            local.state = "failed"
+            self._publish(local)
+            raise
+        local.state, local.guest_exited = "running", False
+        local.heartbeat = "connecting" if local.session else "disabled"
+        if local.session:
+            local.session.expect_stop(False)
+            local.session.kick()
+        elif local.open_fault:
+            self._recovered(local, time.monotonic())  # no heartbeat: running again is recovered
+        self._publish(local)
+
+    async def stop(self, iid: str, graceful: bool = True) -> None:
+        local = self.instances[iid]
+        local.platform_action = True
+        if local.session:
+            local.session.expect_stop()
+        try:
+            if graceful:
+                await self.driver.stop(iid)
+            else:
+                await self.driver.kill(iid)
+        finally:
+            local.platform_action = False
+        local.state = "stopped"
+        local.heartbeat = "disabled" if not local.session else "exited"
+        self._publish(local)
+
+    async def restart(self, iid: str, graceful: bool = True) -> None:
+        local = self.instances[iid]
+        async with local.lock:  # a second restart while one runs would start a second process
+            await self.stop(iid, graceful)
+            await self.start(iid)
+
+    async def remove(self, iid: str) -> None:
+        local = self.instances.get(iid)
+        if local is None:
+            return
+        await self.stop(iid)
+        if local.task:
+            local.task.cancel()
+        if local.lost_timer:
+            local.lost_timer.cancel()
+        del self.instances[iid]
+
+    def inject(self, iid: str, kind: str) -> dict:
+        local = self.instances[iid]
+        at = time.monotonic()
+        self.driver.signal(iid, INJECT_SIGNALS[kind])
+        local.injected = (kind, at)
+        return {"kind": kind, "injected_mono": at}
+
+    # ---- events ------------------------------------------------------------------------
+
+    def _on_exit(self, iid: str, code: int, at: float) -> None:
+        local = self.instances.get(iid)
+        if local is None:
+            return
+        local.state = "exited"
+        if local.lost_timer:
+            local.lost_timer.cancel()
+            local.lost_timer = None
+        if local.platform_action:
+            return
+        if local.guest_exited and code == 0:
+            local.state = "stopped"
+            self._publish(local)
+            return
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        self._fault(local, "instance_exit", f"instance process {how}", "reboot", at, at)
+
+    def _on_wire_event(self, iid: str, ev: object, now: float) -> None:
+        local = self.instances.get(iid)
+        if local is None:
+            return
+        if isinstance(ev, hb.Registered):
+            local.heartbeat, local.guest_exited = "waiting", False
+        elif isinstance(ev, hb.Healthy):
+            local.heartbeat = "heartbeating"
+            if local.open_fault:
+                self._recovered(local, ev.at)
+        elif isinstance(ev, hb.Exited):
+            local.heartbeat, local.guest_exited = "exited", True
+        elif isinstance(ev, hb.Fault):
+            local.heartbeat = "faulted"
+            if ev.reason == "channel_lost":
+                # the process may be dying: let its exit, due within milliseconds, name the fault
+                local.heartbeat = "connecting"
+                local.lost_timer = asyncio.get_running_loop().call_later(
+                    self.config.exit_grace, self._channel_lost, local, ev, now)
+            else:
+                self._fault(local, ev.reason, ev.detail, ev.corrective_action, now, ev.last_ok_at)
+        self._publish(local)
+
+    def _channel_lost(self, local: Local, ev: hb.Fault, at: float) -> None:
+        local.lost_timer = None
+        if local.state == "running" and not local.platform_action:
+            self._fault(local, "channel_lost", ev.detail, ev.corrective_action, at, ev.last_ok_at)
+
+    def _fault(self, local: Local, reason: str, detail: str, action: str, detected: float,
+               last_ok: float | None) -> None:
+        if local.open_fault:
+            local.suppressed += 1
+            return
+        basis, happened = None, None
+        if local.injected and 0 <= detected - local.injected[1] < INJECTION_WINDOW:
+            basis, happened = "injected", local.injected[1]
+        elif reason == "instance_exit":
+            basis, happened = "observed", detected
+        elif last_ok is not None:
+            basis, happened = "last_ok", last_ok
+        local.injected = None
+        local.open_fault = uuid.uuid4().hex
+        log.warning("instance %s (%s): %s: %s", local.spec.name, local.spec.id, reason, detail)
+        self.link.report(FaultReport(id=local.open_fault, instance_id=local.spec.id, reason=reason, detail=detail,
+                                     corrective_action=action, fault_mono=happened, fault_basis=basis,
+                                     detected_mono=detected))
+
+    def _recovered(self, local: Local, at: float) -> None:
+        assert local.open_fault is not None
+        self.link.report(RecoveredReport(id=uuid.uuid4().hex, instance_id=local.spec.id,
+                                         fault_id=local.open_fault, at_mono=at))
+        local.open_fault, local.suppressed = None, 0

@@ -1,0 +1,267 @@
+"""The `nfvha` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="nfvha: high availability for network functions in VMs.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+fault_app = typer.Typer(help="Inject faults (for demos and tests).", no_args_is_help=True)
+app.add_typer(fault_app, name="fault")
+console = Console()
+
+DEFAULT_API = "127.0.0.1:7470"
+ApiOpt = Annotated[str, typer.Option("--api", envvar="NFVHA_API", help="controller API, HOST:PORT or URL")]
+StateOpt = Annotated[Path, typer.Option("--state-dir", help="where the store, channels and logs live")]
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "nfvha"
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise typer.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def api_url(api: str) -> str:
+    return api.rstrip("/") if "://" in api else f"http://{api}"
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def demo_command(name: str, interval_ms: int) -> list[str]:
+    return [sys.executable, "-m", "nfvha.guest.demo", "--channel", "unix:{channel}",
+            "--name", name, "--interval-ms", str(interval_ms)]
+
+
+# ---- servers -------------------------------------------------------------------------------
+
+@app.command()
+def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N) if missing")] = 0,
+       api: Annotated[str, typer.Option(help="HOST:PORT for the API (port 0: any free port)")] = DEFAULT_API,
+       state_dir: StateOpt = None,  # type: ignore[assignment]
+       demo_interval_ms: Annotated[int, typer.Option(help="the demo guests' heartbeat interval")] = 250,
+       miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
+       verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the controller and an agent in one process on embedded defaults (all-in-one)."""
+    from .agent.service import Agent, AgentConfig
+    from .controller.service import Controller
+
+    _logging(verbose)
+    host, port = split_hostport(api)
+    state = state_dir or default_state_dir()
+
+    async def main() -> None:
+        ctl = Controller(state)
+        async with asyncio.TaskGroup() as tg:
+            ctl_task = tg.create_task(ctl.run(host, port))
+            await ctl.ready.wait()
+            url = f"http://{host}:{ctl.port}"
+            agent = Agent(AgentConfig(host=socket.gethostname(), state_dir=state, miss_threshold=miss_threshold,
+                                      controller=f"ws://{host}:{ctl.port}/v1/agent"))
+            agent_task = tg.create_task(agent.run())
+            await agent.link.connected.wait()
+            if demo:
+                await _ensure_demo(url, demo, demo_interval_ms)
+            print(f"nfvha API at {url} (OpenAPI: {url}/docs), state in {state}", flush=True)
+            await _until_signalled()
+            agent_task.cancel()  # stops this host's instances first
+            await asyncio.wait([agent_task])
+            ctl_task.cancel()
+
+    asyncio.run(main())
+
+
+async def _ensure_demo(url: str, n: int, interval_ms: int) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        have = {i["name"] for i in (await client.get("/v1/instances")).json()}
+        for k in range(1, n + 1):
+            name = f"demo-{k}"
+            if name not in have:
+                resp = await client.post("/v1/instances", json={"name": name, "heartbeat": True,
+                                                                "command": demo_command(name, interval_ms)})
+                resp.raise_for_status()
+
+
+@app.command()
+def controller(api: Annotated[str, typer.Option(help="HOST:PORT to serve the API on")] = DEFAULT_API,
+               state_dir: StateOpt = None,  # type: ignore[assignment]
+               sla: Annotated[str, typer.Option(help="SAL1 | SAL2 | SAL3: the level faults are judged by")] = "SAL1",
+               verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run the controller alone (agents connect to it)."""
+    from .controller.service import Controller
+
+    _logging(verbose)
+    host, port = split_hostport(api)
+    try:
+        ctl = Controller(state_dir or default_state_dir(), sla=sla)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(ctl.run(host, port))
+            await ctl.ready.wait()
+            print(f"nfvha controller API at http://{host}:{ctl.port}", flush=True)
+            await _until_signalled()
+            task.cancel()
+
+    asyncio.run(main())
+
+
+@app.command()
+def agent(controller: Annotated[str, typer.Option(help="the controller's URL or HOST:PORT")] = DEFAULT_API,
+          host: Annotated[str, typer.Option(help="this host's name")] = socket.gethostname(),
+          state_dir: StateOpt = None,  # type: ignore[assignment]
+          miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Run an agent for this host; its instances stop with it (process driver)."""
+    from .agent.service import Agent, AgentConfig
+
+    _logging(verbose)
+    base = api_url(controller).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    cfg = AgentConfig(host=host, state_dir=state_dir or default_state_dir() / "agent",
+                      controller=f"{base}/v1/agent", miss_threshold=miss_threshold)
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(Agent(cfg).run())
+            await _until_signalled()
+            task.cancel()
+
+    asyncio.run(main())
+
+
+# ---- clients -------------------------------------------------------------------------------
+
+def _get(api: str, path: str) -> object:
+    try:
+        resp = httpx.get(api_url(api) + path, timeout=10)
+    except httpx.HTTPError as exc:
+        console.print(f"[red]cannot reach the nfvha API at {api_url(api)}: {exc}[/]")
+        raise typer.Exit(2) from None
+    _check(resp)
+    return resp.json()
+
+
+def _check(resp: httpx.Response) -> None:
+    if resp.status_code >= 400:
+        try:
+            body = resp.json()
+            msg = body.get("message") or body.get("detail")
+        except ValueError:
+            msg = resp.text
+        console.print(f"[red]{resp.request.method} {resp.request.url.path}: HTTP {resp.status_code}: {msg}[/]")
+        raise typer.Exit(1)
+
+
+def _resolve(api: str, ref: str) -> dict:
+    for inst in _get(api, "/v1/instances"):  # type: ignore[union-attr]
+        if ref in (inst["id"], inst["name"]):
+            return inst
+    console.print(f"[red]no instance with id or name {ref!r}[/]")
+    raise typer.Exit(1)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
+def _faults_table(faults: list[dict], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("detected", "instance", "reason", "detect ms", "notify ms", "recover ms", "recovery", "SLA"):
+        t.add_column(col)
+    for f in faults:
+        sla = f["sla"]
+        verdict = "missed" if "missed" in (sla["detection"], sla["recovery"]) else (
+            "met" if sla["detection"] or sla["recovery"] else "-")
+        t.add_row(f["detected_at"][11:23], f["instance_name"] or f["instance_id"][:8], f["reason"],
+                  _ms(f["detection_ms"]), _ms(f["notification_ms"]), _ms(f["recovery_ms"]),
+                  f"{f['recovery_action']}/{f['recovery_state']}", f"{sla['level']} {verdict}")
+    return t
+
+
+@app.command()
+def status(api: ApiOpt = DEFAULT_API) -> None:
+    """Hosts, instances and recent faults."""
+    hosts = _get(api, "/v1/hosts")
+    t = Table(title="hosts")
+    for col in ("name", "driver", "connected", "last seen"):
+        t.add_column(col)
+    for h in hosts:  # type: ignore[union-attr]
+        t.add_row(h["name"], h["driver"], "yes" if h["connected"] else "[red]no[/]", (h["last_seen"] or "")[11:19])
+    console.print(t)
+    t = Table(title="instances")
+    for col in ("name", "id", "host", "state", "heartbeat", "interval", "pid", "protocol errors"):
+        t.add_column(col)
+    for i in _get(api, "/v1/instances"):  # type: ignore[union-attr]
+        errs = ", ".join(f"{k}={v}" for k, v in i["protocol_errors"].items()) or "-"
+        t.add_row(i["name"], i["id"][:8], i["host"], i["state"], i["heartbeat_status"],
+                  f"{i['interval_ms']} ms" if i["interval_ms"] else "-", str(i["pid"] or "-"), errs)
+    console.print(t)
+    console.print(_faults_table(_get(api, "/v1/faults?limit=10"), "recent faults"))  # type: ignore[arg-type]
+
+
+@app.command()
+def faults(api: ApiOpt = DEFAULT_API,
+           as_json: Annotated[bool, typer.Option("--json", help="print the API's JSON")] = False,
+           instance: Annotated[str | None, typer.Option(help="only this instance (id or name)")] = None,
+           limit: Annotated[int, typer.Option(min=1)] = 1000) -> None:
+    """Faults with their detection, notification and recovery times."""
+    path = f"/v1/faults?limit={limit}"
+    if instance:
+        path += f"&instance_id={_resolve(api, instance)['id']}"
+    data = _get(api, path)
+    if as_json:
+        print(json.dumps(data, indent=2))
+    else:
+        console.print(_faults_table(data, "faults"))  # type: ignore[arg-type]
+
+
+@fault_app.command("inject")
+def fault_inject(instance: Annotated[str, typer.Argument(help="instance id or name")],
+                 kind: Annotated[str, typer.Argument(help="hang | crash | unhealthy")],
+                 api: ApiOpt = DEFAULT_API) -> None:
+    """hang = SIGSTOP, crash = SIGKILL, unhealthy = the guest's health check fails."""
+    if kind not in ("hang", "crash", "unhealthy"):
+        raise typer.BadParameter(f"kind must be hang, crash or unhealthy, got {kind!r}")
+    inst = _resolve(api, instance)
+    resp = httpx.post(f"{api_url(api)}/v1/instances/{inst['id']}/faults", json={"kind": kind}, timeout=30)
+    _check(resp)
+    console.print(f"injected {kind} into {inst['name']} ({inst['id']})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

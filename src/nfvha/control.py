@@ -1,0 +1,96 @@
+"""Messages between agents and the controller, JSON over one WebSocket per agent (/v1/agent).
+
+Agent → controller: hello, fault and recovered reports (acked once stored, re-sent until
+then; ids make them idempotent), instance state, command results.
+Controller → agent: welcome (the instances this host should run), commands, acks.
+Times are the sender's monotonic clock; `sent_mono` lets the receiver map them onto its own.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+
+class InstanceSpec(BaseModel):
+    id: str
+    name: str
+    command: list[str]
+    heartbeat: bool = True
+
+
+class InstanceStatus(BaseModel):
+    id: str
+    state: str  # starting | running | stopped | exited | failed
+    heartbeat: str  # disabled | connecting | waiting | heartbeating | faulted | exited
+    pid: int | None = None
+    interval_ms: int | None = None
+    protocol_errors: dict[str, int] = {}
+
+
+class Hello(BaseModel):
+    type: Literal["hello"] = "hello"
+    host: str
+    driver: str
+    instances: list[InstanceStatus]
+
+
+class Welcome(BaseModel):
+    type: Literal["welcome"] = "welcome"
+    instances: list[InstanceSpec]
+
+
+class FaultReport(BaseModel):
+    type: Literal["fault"] = "fault"
+    id: str
+    instance_id: str
+    reason: Literal["heartbeat_timeout", "unhealthy", "channel_lost", "instance_exit"]
+    detail: str
+    corrective_action: str
+    fault_mono: float | None  # when it happened, if known
+    fault_basis: Literal["injected", "observed", "last_ok"] | None
+    detected_mono: float
+    sent_mono: float = 0.0
+
+
+class RecoveredReport(BaseModel):
+    type: Literal["recovered"] = "recovered"
+    id: str
+    instance_id: str
+    fault_id: str
+    at_mono: float
+    sent_mono: float = 0.0
+
+
+class StateReport(BaseModel):
+    type: Literal["state"] = "state"
+    instance: InstanceStatus
+
+
+class Command(BaseModel):
+    type: Literal["command"] = "command"
+    id: str
+    op: Literal["ensure", "remove", "restart", "stop", "start", "inject"]
+    instance_id: str
+    spec: InstanceSpec | None = None
+    kind: Literal["hang", "crash", "unhealthy"] | None = None
+    graceful: bool = True
+
+
+class Result(BaseModel):
+    type: Literal["result"] = "result"
+    id: str
+    ok: bool
+    error: str | None = None
+    data: dict = {}
+
+
+class Ack(BaseModel):
+    type: Literal["ack"] = "ack"
+    id: str
+
+
+FromAgent = TypeAdapter(Annotated[Hello | FaultReport | RecoveredReport | StateReport | Result,
+                                  Field(discriminator="type")])
+ToAgent = TypeAdapter(Annotated[Welcome | Command | Ack, Field(discriminator="type")])

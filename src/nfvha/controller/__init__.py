@@ -1,0 +1,1 @@
+"""The controller: inventory, fault records, recovery, notifications, REST API."""

@@ -1,0 +1,120 @@
+"""The agents connected to this controller, and commands to them (request → result)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from fastapi import WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from ..control import Ack, Command, FromAgent, Hello, Result, Welcome
+
+log = logging.getLogger("nfvha.controller")
+COMMAND_TIMEOUT = 30.0  # a graceful stop takes up to 5 s; a restart a little more
+
+
+class AgentUnavailableError(Exception):
+    pass
+
+
+class AgentConn:
+    def __init__(self, host: str, ws: WebSocket) -> None:
+        self.host = host
+        self.ws = ws
+        self.pending: dict[str, asyncio.Future[Result]] = {}
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, msg: Ack | Command | Welcome) -> None:
+        async with self._send_lock:
+            await self.ws.send_text(msg.model_dump_json())
+
+
+class AgentHub:
+    """`on_hello` returns the welcome for a host; `on_message` handles reports and returns
+    whether to acknowledge them (only once stored)."""
+
+    def __init__(self, on_hello: Callable[[Hello], Awaitable[Welcome]],
+                 on_message: Callable[[str, object], Awaitable[bool]],
+                 on_disconnect: Callable[[str], Awaitable[None]]) -> None:
+        self.on_hello = on_hello
+        self.on_message = on_message
+        self.on_disconnect = on_disconnect
+        self.conns: dict[str, AgentConn] = {}
+
+    def connected(self, host: str) -> bool:
+        return host in self.conns
+
+    def pick_host(self) -> str | None:
+        """Where a new instance goes when the request names no host."""
+        return min(self.conns, default=None)
+
+    async def call(self, host: str, cmd: Command) -> Result:
+        conn = self.conns.get(host)
+        if conn is None:
+            raise AgentUnavailableError(f"no agent connected for host {host}")
+        cmd = cmd.model_copy(update={"id": uuid.uuid4().hex})
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        conn.pending[cmd.id] = fut
+        try:
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await conn.send(cmd)
+                return await fut
+        except TimeoutError:
+            raise AgentUnavailableError(
+                f"agent of host {host} did not answer '{cmd.op}' within {COMMAND_TIMEOUT:.0f}s") from None
+        finally:
+            conn.pending.pop(cmd.id, None)
+
+    async def serve(self, ws: WebSocket) -> None:
+        try:
+            await self._serve(ws)
+        except WebSocketDisconnect:
+            pass  # the agent went away; its host is marked disconnected
+        except Exception:
+            # e.g. the store failed: drop the connection; the agent reconnects and re-sends
+            # what was not acknowledged
+            log.exception("agent connection failed")
+            await ws.close(code=1011)
+
+    async def _serve(self, ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            hello = FromAgent.validate_json(await ws.receive_text())
+        except ValidationError as exc:
+            await ws.close(code=1008, reason=f"bad hello: {exc.errors()[0]['msg']}"[:120])
+            return
+        if not isinstance(hello, Hello):
+            await ws.close(code=1008, reason="the first message must be hello")
+            return
+        conn = AgentConn(hello.host, ws)
+        old = self.conns.get(hello.host)
+        if old is not None:
+            await old.ws.close(code=1012, reason="replaced by a newer connection")
+        await conn.send(await self.on_hello(hello))
+        self.conns[hello.host] = conn
+        log.info("agent %s connected", hello.host)
+        try:
+            while True:
+                raw = await ws.receive_text()
+                try:
+                    msg = FromAgent.validate_json(raw)
+                except ValidationError as exc:
+                    log.warning("agent %s sent an invalid message: %s", hello.host, exc.errors()[0])
+                    continue
+                if isinstance(msg, Result):
+                    fut = conn.pending.get(msg.id)
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+                elif await self.on_message(hello.host, msg):
+                    await conn.send(Ack(id=msg.id))  # type: ignore[attr-defined]
+        finally:
+            for fut in conn.pending.values():
+                if not fut.done():
+                    fut.set_exception(AgentUnavailableError(f"agent of host {hello.host} disconnected"))
+            if self.conns.get(hello.host) is conn:
+                del self.conns[hello.host]
+                await self.on_disconnect(hello.host)
+            log.info("agent %s disconnected", hello.host)

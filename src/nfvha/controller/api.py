@@ -1,0 +1,193 @@
+"""The REST API under /v1 (OpenAPI at /openapi.json, docs at /docs)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import select
+
+from .. import __version__, clock
+from ..control import Command
+from ..store.models import Fault, Host, Instance, Subscription
+from .agents import AgentUnavailableError
+from .inventory import spec
+from .schemas import (
+    FaultInject,
+    FaultOut,
+    HostOut,
+    Injected,
+    InstanceCreate,
+    InstanceOut,
+    SubscriptionCreate,
+    SubscriptionOut,
+)
+
+if TYPE_CHECKING:
+    from .service import Controller
+
+
+def create_app(ctl: Controller) -> FastAPI:
+    app = FastAPI(title="nfvha", version=__version__,
+                  description="High availability for network functions: instances, faults with their "
+                              "detection/notification/recovery times, and fault notifications.")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # name the field: "body.name: String should have at most 64 characters"
+        errors = exc.errors()
+        message = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+        return JSONResponse(status_code=422, content={"message": message, "detail": [
+            {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in errors]})
+
+    async def get_instance(s, instance_id: str) -> Instance:
+        inst = await s.get(Instance, instance_id)
+        if inst is None:
+            raise HTTPException(404, f"no instance with id {instance_id}")
+        return inst
+
+    @app.get("/v1/hosts")
+    async def list_hosts() -> list[HostOut]:
+        async with ctl.sessions() as s:
+            return [HostOut.of(h) for h in (await s.scalars(select(Host).order_by(Host.name))).all()]
+
+    @app.get("/v1/instances")
+    async def list_instances() -> list[InstanceOut]:
+        async with ctl.sessions() as s:
+            rows = (await s.scalars(select(Instance).order_by(Instance.created_at))).all()
+            return [InstanceOut.of(i) for i in rows]
+
+    @app.post("/v1/instances", status_code=201)
+    async def create_instance(body: InstanceCreate) -> InstanceOut:
+        host = body.host or ctl.hub.pick_host()
+        if host is None:
+            raise HTTPException(503, "no agent is connected to place the instance on")
+        if not ctl.hub.connected(host):
+            raise HTTPException(422, f"host: no agent is connected for host '{host}'")
+        now = clock.now()
+        async with ctl.sessions() as s, s.begin():
+            if await s.scalar(select(Instance.id).where(Instance.name == body.name)):
+                raise HTTPException(409, f"name: an instance named '{body.name}' exists")
+            inst = Instance(id=str(uuid.uuid4()), name=body.name, host=host, command=body.command,
+                            heartbeat=body.heartbeat, recovery=body.recovery, state="creating",
+                            heartbeat_status="disabled", protocol_errors={}, created_at=now, updated_at=now)
+            s.add(inst)
+        try:
+            result = await ctl.hub.call(host, Command(id="", op="ensure", instance_id=inst.id, spec=spec(inst)))
+        except AgentUnavailableError as exc:
+            result = None
+            error = str(exc)
+        if result is None or not result.ok:
+            async with ctl.sessions() as s, s.begin():
+                await s.delete(await s.get(Instance, inst.id))
+            if result is None:
+                raise HTTPException(503, error)
+            raise HTTPException(422, f"command: {result.error}")
+        await ctl.inventory.update(host, ctl.status_of(result))
+        async with ctl.sessions() as s:
+            return InstanceOut.of(await get_instance(s, inst.id))
+
+    @app.get("/v1/instances/{instance_id}")
+    async def get_instance_(instance_id: str) -> InstanceOut:
+        async with ctl.sessions() as s:
+            return InstanceOut.of(await get_instance(s, instance_id))
+
+    @app.delete("/v1/instances/{instance_id}", status_code=204)
+    async def delete_instance(instance_id: str) -> Response:
+        async with ctl.sessions() as s:
+            inst = await get_instance(s, instance_id)
+        if ctl.hub.connected(inst.host):  # else the agent drops it when it reconnects
+            await ctl.hub.call(inst.host, Command(id="", op="remove", instance_id=instance_id))
+        async with ctl.sessions() as s, s.begin():
+            inst = await s.get(Instance, instance_id)
+            if inst is not None:
+                await s.delete(inst)
+        return Response(status_code=204)
+
+    @app.post("/v1/instances/{instance_id}/faults", status_code=202)
+    async def inject_fault(instance_id: str, body: FaultInject) -> Injected:
+        async with ctl.sessions() as s:
+            inst = await get_instance(s, instance_id)
+        if inst.state != "running":
+            raise HTTPException(409, f"instance {inst.name} is {inst.state}, not running")
+        try:
+            result = await ctl.hub.call(inst.host, Command(id="", op="inject", instance_id=instance_id,
+                                                           kind=body.kind))
+        except AgentUnavailableError as exc:
+            raise HTTPException(503, str(exc)) from None
+        if not result.ok:
+            raise HTTPException(409, result.error or "injection failed")
+        return Injected(instance_id=instance_id, kind=body.kind, injected_at=None)
+
+    @app.get("/v1/faults")
+    async def list_faults(instance_id: str | None = None,
+                          limit: int = Query(default=1000, ge=1, le=100_000)) -> list[FaultOut]:
+        async with ctl.sessions() as s:
+            q = select(Fault).order_by(Fault.detected_at.desc()).limit(limit)
+            if instance_id:
+                q = q.where(Fault.instance_id == instance_id)
+            return [FaultOut.of(f, ctl.sla) for f in (await s.scalars(q)).all()]
+
+    @app.get("/v1/faults/{fault_id}")
+    async def get_fault(fault_id: str) -> FaultOut:
+        async with ctl.sessions() as s:
+            f = await s.get(Fault, fault_id)
+            if f is None:
+                raise HTTPException(404, f"no fault with id {fault_id}")
+            return FaultOut.of(f, ctl.sla)
+
+    @app.get("/v1/subscriptions")
+    async def list_subscriptions() -> list[SubscriptionOut]:
+        async with ctl.sessions() as s:
+            return [SubscriptionOut.of(x) for x in (await s.scalars(select(Subscription))).all()]
+
+    @app.post("/v1/subscriptions", status_code=201)
+    async def create_subscription(body: SubscriptionCreate) -> SubscriptionOut:
+        sub = Subscription(id=str(uuid.uuid4()), url=str(body.url), secret=body.secret, created_at=clock.now())
+        async with ctl.sessions() as s, s.begin():
+            s.add(sub)
+        ctl.notifier.subscriptions_changed()
+        return SubscriptionOut.of(sub)
+
+    @app.delete("/v1/subscriptions/{subscription_id}", status_code=204)
+    async def delete_subscription(subscription_id: str) -> Response:
+        async with ctl.sessions() as s, s.begin():
+            sub = await s.get(Subscription, subscription_id)
+            if sub is None:
+                raise HTTPException(404, f"no subscription with id {subscription_id}")
+            await s.delete(sub)
+        ctl.notifier.subscriptions_changed()
+        return Response(status_code=204)
+
+    @app.get("/v1/events", response_class=StreamingResponse,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}})
+    async def stream_events() -> StreamingResponse:
+        """Live fault events as server-sent events, the same envelopes the webhooks get."""
+        q = ctl.live.listen()
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                yield b": nfvha event stream\n\n"
+                while ctl.live.listening(q):
+                    try:
+                        async with asyncio.timeout(15.0):
+                            ev = await q.get()
+                    except TimeoutError:
+                        yield b": keepalive\n\n"
+                        continue
+                    yield f"id: {ev.id}\nevent: {ev.type}\ndata: {ev.body}\n\n".encode()
+            finally:
+                ctl.live.leave(q)
+
+        return StreamingResponse(gen(), media_type="text/event-stream")
+
+    @app.websocket("/v1/agent")
+    async def agent_session(ws: WebSocket) -> None:
+        await ctl.hub.serve(ws)
+
+    return app

@@ -1,0 +1,55 @@
+"""What the controller knows of hosts and instances, kept current from the agents."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from .. import clock
+from ..control import Hello, InstanceSpec, InstanceStatus, Welcome
+from ..store.models import Host, Instance
+
+
+def spec(inst: Instance) -> InstanceSpec:
+    return InstanceSpec(id=inst.id, name=inst.name, command=inst.command, heartbeat=inst.heartbeat)
+
+
+class Inventory:
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self.sessions = sessions
+
+    async def reset_hosts(self) -> None:
+        """At start-up no agent is connected yet, whatever the store remembers."""
+        async with self.sessions() as s, s.begin():
+            await s.execute(update(Host).values(connected=False))
+
+    async def hello(self, hello: Hello) -> Welcome:
+        async with self.sessions() as s, s.begin():
+            host = await s.get(Host, hello.host)
+            if host is None:
+                host = Host(name=hello.host)
+                s.add(host)
+            host.driver, host.connected, host.last_seen = hello.driver, True, clock.now()
+            for st in hello.instances:
+                await self._apply(s, hello.host, st)
+            insts = (await s.scalars(select(Instance).where(Instance.host == hello.host))).all()
+            return Welcome(instances=[spec(i) for i in insts])
+
+    async def update(self, host: str, st: InstanceStatus) -> None:
+        async with self.sessions() as s, s.begin():
+            await self._apply(s, host, st)
+
+    @staticmethod
+    async def _apply(s, host: str, st: InstanceStatus) -> None:
+        inst = await s.get(Instance, st.id)
+        if inst is None or inst.host != host:
+            return  # deleted meanwhile, or a stale report from a host it left
+        inst.state, inst.heartbeat_status, inst.pid = st.state, st.heartbeat, st.pid
+        inst.interval_ms, inst.protocol_errors = st.interval_ms, st.protocol_errors
+        inst.updated_at = clock.now()
+
+    async def disconnected(self, host: str) -> None:
+        async with self.sessions() as s, s.begin():
+            h = await s.get(Host, host)
+            if h is not None:
+                h.connected, h.last_seen = False, clock.now()

@@ -1,0 +1,125 @@
+"""The REST API's request and response bodies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+
+from ..store.models import Fault, Host, Instance, Subscription
+from .events import iso
+from .sla import verdict
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Arg = Annotated[str, StringConstraints(max_length=4096)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InstanceCreate(Strict):
+    name: Name
+    command: list[Arg] = Field(min_length=1, max_length=256)
+    heartbeat: bool = True
+    recovery: Literal["auto", "restart", "stop", "none"] = "auto"
+    host: str | None = Field(default=None, max_length=255)
+
+
+class InstanceOut(BaseModel):
+    id: str
+    name: str
+    host: str
+    command: list[str]
+    heartbeat: bool
+    heartbeat_status: str
+    state: str
+    recovery: str
+    pid: int | None
+    interval_ms: int | None
+    protocol_errors: dict[str, int]
+    created_at: str | None
+    updated_at: str | None
+
+    @classmethod
+    def of(cls, i: Instance) -> InstanceOut:
+        return cls(id=i.id, name=i.name, host=i.host, command=i.command, heartbeat=i.heartbeat,
+                   heartbeat_status=i.heartbeat_status, state=i.state, recovery=i.recovery, pid=i.pid,
+                   interval_ms=i.interval_ms, protocol_errors=i.protocol_errors or {},
+                   created_at=iso(i.created_at), updated_at=iso(i.updated_at))
+
+
+class FaultInject(Strict):
+    kind: Literal["hang", "crash", "unhealthy"]
+
+
+class Injected(BaseModel):
+    instance_id: str
+    kind: str
+    injected_at: str | None
+
+
+def _ms(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round((b - a) * 1000, 1)
+
+
+class FaultOut(BaseModel):
+    id: str
+    instance_id: str
+    instance_name: str
+    host: str
+    reason: str
+    detail: str
+    corrective_action: str
+    fault_at: str | None
+    fault_basis: str | None = Field(description="injected: the fault injection; observed: the process exit; "
+                                                "last_ok: the last healthy answer (an upper bound on detection)")
+    detected_at: str
+    reported_at: str
+    notified_at: str | None
+    recovered_at: str | None
+    detection_ms: float | None
+    report_ms: float | None
+    notification_ms: float | None
+    recovery_ms: float | None
+    recovery_action: str
+    recovery_state: str
+    sla: dict[str, str | None]
+
+    @classmethod
+    def of(cls, f: Fault, level: str) -> FaultOut:
+        detection, recovery = _ms(f.fault_at, f.detected_at), _ms(f.detected_at, f.recovered_at)
+        return cls(id=f.id, instance_id=f.instance_id, instance_name=f.instance_name, host=f.host, reason=f.reason,
+                   detail=f.detail, corrective_action=f.corrective_action, fault_at=iso(f.fault_at),
+                   fault_basis=f.fault_basis, detected_at=iso(f.detected_at) or "",
+                   reported_at=iso(f.reported_at) or "", notified_at=iso(f.notified_at),
+                   recovered_at=iso(f.recovered_at), detection_ms=detection,
+                   report_ms=_ms(f.detected_at, f.reported_at), notification_ms=_ms(f.detected_at, f.notified_at),
+                   recovery_ms=recovery, recovery_action=f.recovery_action, recovery_state=f.recovery_state,
+                   sla=verdict(level, detection, recovery))
+
+
+class SubscriptionCreate(Strict):
+    url: AnyHttpUrl
+    secret: str = Field(min_length=1, max_length=256)
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    url: str
+    created_at: str | None
+
+    @classmethod
+    def of(cls, s: Subscription) -> SubscriptionOut:
+        return cls(id=s.id, url=s.url, created_at=iso(s.created_at))
+
+
+class HostOut(BaseModel):
+    name: str
+    driver: str
+    connected: bool
+    last_seen: str | None
+
+    @classmethod
+    def of(cls, h: Host) -> HostOut:
+        return cls(name=h.name, driver=h.driver, connected=h.connected, last_seen=iso(h.last_seen))

@@ -1,0 +1,98 @@
+"""The controller process: store, agent hub, inspector, recovery, notifier and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from ..control import FaultReport, Hello, InstanceStatus, RecoveredReport, Result, StateReport
+from ..store.db import open_store
+from ..store.models import Event
+from .agents import AgentHub
+from .api import create_app
+from .events import LiveStream
+from .inspector import Inspector
+from .inventory import Inventory
+from .notifier import Notifier
+from .recovery import Recovery
+from .sla import LEVELS
+
+log = logging.getLogger("nfvha.controller")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, ready: asyncio.Event) -> None:
+        super().__init__(config)
+        self.ready = ready
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.ready.set()
+
+
+class Controller:
+    def __init__(self, state_dir: Path, sla: str = "SAL1") -> None:
+        if sla not in LEVELS:
+            raise ValueError(f"sla must be one of {', '.join(LEVELS)}, got {sla!r}")
+        self.state_dir = state_dir
+        self.sla = sla
+        self.live = LiveStream()
+        self.port: int | None = None
+        self.ready = asyncio.Event()
+
+    def status_of(self, result: Result) -> InstanceStatus:
+        return InstanceStatus.model_validate(result.data)
+
+    def _on_event(self, ev: Event) -> None:
+        self.live.publish(ev)
+        self.notifier.wake()
+        self.recovery.wake()
+
+    async def _on_message(self, host: str, msg: object) -> bool:
+        if isinstance(msg, FaultReport):
+            await self.inspector.record_fault(host, msg)
+            return True
+        if isinstance(msg, RecoveredReport):
+            await self.inspector.record_recovery(msg)
+            return True
+        if isinstance(msg, StateReport):
+            await self.inventory.update(host, msg.instance)
+            if msg.instance.state in ("exited", "failed"):
+                self.recovery.wake()
+        return False
+
+    async def _on_hello(self, hello: Hello) -> object:
+        welcome = await self.inventory.hello(hello)
+        self.recovery.wake()
+        return welcome
+
+    async def run(self, host: str = "127.0.0.1", port: int = 7470) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        engine, self.sessions = await open_store(self.state_dir / "nfvha.db")
+        self.inventory = Inventory(self.sessions)
+        await self.inventory.reset_hosts()
+        self.hub = AgentHub(self._on_hello, self._on_message, self.inventory.disconnected)
+        self.inspector = Inspector(self.sessions, self._on_event)
+        self.recovery = Recovery(self.sessions, self.hub)
+        self.notifier = Notifier(self.sessions)
+        sock = socket.create_server((host, port), reuse_port=False)
+        self.port = sock.getsockname()[1]
+        server = _Server(uvicorn.Config(create_app(self), log_level="warning", lifespan="off",
+                                        ws_max_size=2**20, timeout_graceful_shutdown=1), self.ready)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(server.serve(sockets=[sock]))
+                tg.create_task(self.recovery.run())
+                tg.create_task(self.notifier.run())
+        finally:
+            sock.close()
+            await engine.dispose()

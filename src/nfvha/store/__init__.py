@@ -1,0 +1,1 @@
+"""Persistence: the inventory, faults and the notification outbox (SQLAlchemy)."""

@@ -1,0 +1,28 @@
+"""Engine and sessions. SQLite is the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+
+from .models import Base
+
+
+async def open_store(path: Path) -> tuple[AsyncEngine, async_sessionmaker]:
+    # One connection: SQLite has one writer, and a read transaction that upgrades to a write
+    # fails at once with "database is locked" instead of waiting; serialising avoids both.
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}", pool_size=1, max_overflow=0)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(conn, _record) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # durable across a process crash; WAL keeps it consistent
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    async with engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    return engine, async_sessionmaker(engine, expire_on_commit=False)

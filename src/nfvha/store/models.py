@@ -1,0 +1,89 @@
+"""Tables. Times are epoch seconds (float) derived from the controller's monotonic clock
+(nfvha.clock), so that differences between them are monotonic durations."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    driver: Mapped[str] = mapped_column(String(32), default="process")
+    connected: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    command: Mapped[list] = mapped_column(JSON)
+    heartbeat: Mapped[bool] = mapped_column(Boolean, default=True)
+    recovery: Mapped[str] = mapped_column(String(16), default="auto")
+    state: Mapped[str] = mapped_column(String(16), default="creating")
+    heartbeat_status: Mapped[str] = mapped_column(String(16), default="disabled")
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    interval_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    protocol_errors: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Fault(Base):
+    __tablename__ = "faults"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the agent's report id: idempotent
+    instance_id: Mapped[str] = mapped_column(String(64), index=True)
+    instance_name: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(512))
+    corrective_action: Mapped[str] = mapped_column(String(16))
+    fault_basis: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    fault_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detected_at: Mapped[float] = mapped_column(Float, index=True)
+    reported_at: Mapped[float] = mapped_column(Float)
+    notified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recovered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recovery_action: Mapped[str] = mapped_column(String(16))  # restart | stop | none
+    recovery_state: Mapped[str] = mapped_column(String(16))  # pending | acting | done | failed | none
+    recovery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    recovery_started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Event(Base):
+    """The outbox: an event and its exact body, committed with the change it announces."""
+
+    __tablename__ = "events"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(64))
+    fault_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    time: Mapped[float] = mapped_column(Float)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(String(512), nullable=True)

@@ -1,0 +1,1 @@
+"""Virtualization drivers: how an agent starts, stops and watches the instances on its host."""
