@@ -17,17 +17,17 @@ import argparse
 import json
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 from nfvha.hatest.harness import Receiver, Server, guest_command
-from nfvha.hatest.measure import EventWatcher, summary
+from nfvha.hatest.measure import EventWatcher, inject_in_rotation, summary
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--crashes", type=int, default=200)
-    p.add_argument("--instances", type=int, default=4)
+    p.add_argument("--instances", type=int, default=4, help="heartbeating instances; faults rotate over them")
+    p.add_argument("--concurrency", type=int, default=1, help="faults in flight at once")
     p.add_argument("--interval-ms", type=int, default=100)
     args = p.parse_args()
 
@@ -41,24 +41,7 @@ def main() -> None:
                for k in range(args.instances)]
         for iid in ids:
             srv.wait_heartbeating(iid)
-        fault_ids: list[str] = []
-        lock = threading.Lock()
-
-        def worker(iid: str) -> None:
-            while True:
-                with lock:
-                    if len(fault_ids) >= args.crashes:
-                        return
-                srv.inject(iid, "crash")
-                ev = events.wait(iid, "nfvha.instance.recovered")
-                with lock:
-                    fault_ids.append(ev["data"]["fault_id"])
-
-        threads = [threading.Thread(target=worker, args=(iid,)) for iid in ids]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        fault_ids = inject_in_rotation(srv, events, ids, "crash", args.crashes, args.concurrency)
         faults = {f["id"]: f for f in srv.faults()}
         mine = [faults[i] for i in fault_ids]
         assert all(f["reason"] == "instance_exit" for f in mine), {f["reason"] for f in mine}
@@ -66,7 +49,8 @@ def main() -> None:
         assert not missing, f"not notified: {missing}"
         assert all(r["signature_ok"] for r in receiver.received)
         print(json.dumps({
-            "bench": "crash_recovery", "interval_ms": args.interval_ms,
+            "bench": "crash_recovery", "interval_ms": args.interval_ms, "instances": args.instances,
+            "concurrency": args.concurrency,
             "detection": summary([f["detection_ms"] for f in mine]),
             "recorded": summary([f["detection_ms"] + f["report_ms"] for f in mine]),
             "notification": summary([f["notification_ms"] for f in mine]),

@@ -14,17 +14,17 @@ import argparse
 import json
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 from nfvha.hatest.harness import Server, guest_command
-from nfvha.hatest.measure import EventWatcher, summary
+from nfvha.hatest.measure import EventWatcher, inject_in_rotation, summary
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hangs", type=int, default=200)
-    p.add_argument("--instances", type=int, default=4)
+    p.add_argument("--instances", type=int, default=4, help="heartbeating instances; faults rotate over them")
+    p.add_argument("--concurrency", type=int, default=1, help="faults in flight at once")
     p.add_argument("--interval-ms", type=int, default=100)
     p.add_argument("--miss-threshold", type=int, default=2)
     args = p.parse_args()
@@ -38,29 +38,13 @@ def main() -> None:
                for k in range(args.instances)]
         for iid in ids:
             srv.wait_heartbeating(iid)
-        fault_ids: list[str] = []
-        lock = threading.Lock()
-
-        def worker(iid: str) -> None:
-            while True:
-                with lock:
-                    if len(fault_ids) >= args.hangs:
-                        return
-                srv.inject(iid, "hang")
-                ev = events.wait(iid, "nfvha.instance.recovered")
-                with lock:
-                    fault_ids.append(ev["data"]["fault_id"])
-
-        threads = [threading.Thread(target=worker, args=(iid,)) for iid in ids]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        fault_ids = inject_in_rotation(srv, events, ids, "hang", args.hangs, args.concurrency)
         faults = {f["id"]: f for f in srv.faults()}
         mine = [faults[i] for i in fault_ids]
         assert all(f["reason"] == "heartbeat_timeout" and f["fault_basis"] == "injected" for f in mine)
         result = {
-            "bench": "hang_detection", "interval_ms": args.interval_ms, "miss_threshold": args.miss_threshold,
+            "bench": "hang_detection", "interval_ms": args.interval_ms, "instances": args.instances,
+            "concurrency": args.concurrency, "miss_threshold": args.miss_threshold,
             "bound_ms": args.interval_ms * (args.miss_threshold + 1),
             "detection": summary([f["detection_ms"] for f in mine]),
             "recovery": summary([f["recovery_ms"] for f in mine]),

@@ -23,7 +23,7 @@ class InstanceSpec(BaseModel):
 class InstanceStatus(BaseModel):
     id: str
     state: str  # starting | running | stopped | exited | failed
-    heartbeat: str  # disabled | connecting | waiting | heartbeating | faulted | exited
+    heartbeat: str  # disabled | connecting | waiting | heartbeating | faulted | exited | stopped
     pid: int | None = None
     interval_ms: int | None = None
     protocol_errors: dict[str, int] = {}

@@ -7,11 +7,9 @@ line, invalid JSON, wrong types, unknown apps and message types, then floods fra
 
 import asyncio
 import json
-import os
 import sys
 
-from nfvha.wire import heartbeat as hb
-from nfvha.wire.channel import GuestChannel
+from nfvha.hatest import simguest
 
 
 async def main(path: str) -> None:
@@ -19,8 +17,6 @@ async def main(path: str) -> None:
     done = asyncio.Event()
 
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        chan = GuestChannel(hb.Init(invocation_id=os.urandom(8).hex(), name="hostile", heartbeat_interval_ms=100))
-
         def frame(app: str, data: object, **base: object) -> bytes:
             return b"\n" + json.dumps({"version": 1, "app": app, "seq": 1, "data": data, **base}).encode() + b"\n"
 
@@ -39,13 +35,7 @@ async def main(path: str) -> None:
             writer.write(flood)
             await writer.drain()
             await asyncio.sleep(0.01)
-        writer.write(chan.connected(loop.time()).data)
-        while data := await reader.read(65536):
-            out = chan.receive_data(data, loop.time())
-            for ev in out.events:
-                if isinstance(ev, hb.ChallengeReceived):
-                    out.data += chan.respond(ev.value, True).data
-            writer.write(out.data)
+        await simguest.serve(reader, writer, "hostile", 100)
         done.set()
 
     server = await asyncio.start_unix_server(on_conn, path)

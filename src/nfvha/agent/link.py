@@ -64,11 +64,11 @@ class ControllerLink:
         welcome = ToAgent.validate_json(await ws.recv())
         if not isinstance(welcome, Welcome):
             raise WebSocketException(f"expected welcome, got {welcome.type}")
-        await self.on_welcome(welcome)
         self._out = asyncio.Queue()
         for msg in self.unacked.values():
             self._out.put_nowait(msg)
-        self.connected.set()
+        self.connected.set()  # before reconciling, so that the state it changes is sent
+        await self.on_welcome(welcome)
         log.info("connected to controller %s", self.url)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._sender(ws))

@@ -218,7 +218,7 @@ class Agent:
         finally:
             local.platform_action = False
         local.state = "stopped"
-        local.heartbeat = "disabled" if not local.session else "exited"
+        local.heartbeat = "stopped" if local.session else "disabled"
         self._publish(local)
 
     async def restart(self, iid: str, graceful: bool = True) -> None:
@@ -289,6 +289,8 @@ class Agent:
 
     def _channel_lost(self, local: Local, ev: hb.Fault, at: float) -> None:
         local.lost_timer = None
+        if self.driver.exiting(local.spec.id):
+            return  # its exit, due any moment, is the fault
         if local.state == "running" and not local.platform_action:
             self._fault(local, "channel_lost", ev.detail, ev.corrective_action, at, ev.last_ok_at)
 

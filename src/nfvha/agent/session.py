@@ -10,6 +10,7 @@ from ..wire.channel import HostChannel, Output
 
 EventSink = Callable[[str, object, float], None]  # (instance id, wire event, monotonic time)
 MAX_BACKLOG = 64 * 1024
+EAGER = 2.0  # seconds of 10 ms connection retries after a start
 
 
 class ChannelSession:
@@ -50,7 +51,8 @@ class ChannelSession:
         return round(hb.interval * 1000) if hb and hb.init else None
 
     async def run(self) -> None:
-        backoff = 0.01
+        loop = asyncio.get_running_loop()
+        backoff, eager_until = 0.01, loop.time() + EAGER
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(self.path)
@@ -59,9 +61,11 @@ class ChannelSession:
                 try:
                     async with asyncio.timeout(backoff):
                         await self._kick.wait()
-                    backoff = 0.01
+                    backoff, eager_until = 0.01, loop.time() + EAGER
                 except TimeoutError:
-                    backoff = min(backoff * 2, 0.5)
+                    # a (re)started guest serves its channel within a few hundred ms: poll that
+                    # window closely, then back off
+                    backoff = 0.01 if loop.time() < eager_until else min(backoff * 2, 0.5)
                 continue
             backoff = 0.01
             await self._serve(reader, writer)

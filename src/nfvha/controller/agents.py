@@ -90,11 +90,13 @@ class AgentHub:
             await ws.close(code=1008, reason="the first message must be hello")
             return
         conn = AgentConn(hello.host, ws)
-        old = self.conns.get(hello.host)
-        if old is not None:
-            await old.ws.close(code=1012, reason="replaced by a newer connection")
-        await conn.send(await self.on_hello(hello))
-        self.conns[hello.host] = conn
+        welcome = await self.on_hello(hello)
+        async with conn._send_lock:  # no command may overtake the welcome
+            # register before closing the old connection, whose clean-up then leaves the host connected
+            old, self.conns[hello.host] = self.conns.get(hello.host), conn
+            if old is not None:
+                await old.ws.close(code=1012, reason="replaced by a newer connection")
+            await ws.send_text(welcome.model_dump_json())
         log.info("agent %s connected", hello.host)
         try:
             while True:

@@ -101,8 +101,10 @@ def create_app(ctl: Controller) -> FastAPI:
     async def delete_instance(instance_id: str) -> Response:
         async with ctl.sessions() as s:
             inst = await get_instance(s, instance_id)
-        if ctl.hub.connected(inst.host):  # else the agent drops it when it reconnects
+        try:
             await ctl.hub.call(inst.host, Command(id="", op="remove", instance_id=instance_id))
+        except AgentUnavailableError:
+            pass  # its agent drops it when it next connects: the welcome no longer lists it
         async with ctl.sessions() as s, s.begin():
             inst = await s.get(Instance, instance_id)
             if inst is not None:

@@ -51,7 +51,6 @@ class Recovery:
                         await self._wake.wait()
                 self._wake.clear()
                 for fault_id, inst, action in await self._due():
-                    self._inflight.add(inst.id)
                     tg.create_task(self._act(fault_id, inst, action))
 
     async def _due(self) -> list[tuple[str, Instance, str]]:
@@ -79,6 +78,7 @@ class Recovery:
                 f.recovery_state = "acting"
                 f.recovery_attempts += 1
                 f.recovery_started_at = now
+                self._inflight.add(inst.id)  # one action per instance at a time
                 due.append((f.id, inst, f.recovery_action))
         return due
 
@@ -89,14 +89,23 @@ class Recovery:
             else:
                 cmd = Command(id="", op="stop", instance_id=inst.id)
             result = await self.hub.call(inst.host, cmd)
-            if not result.ok:
-                log.error("recovery %s of %s failed: %s", action, inst.name, result.error)
-            elif action == "stop":
-                async with self.sessions() as s, s.begin():
-                    f = await s.get(Fault, fault_id)
-                    if f is not None:
-                        f.recovery_state = "done"
+            error = result.error if not result.ok else None
         except AgentUnavailableError as exc:
-            log.warning("recovery %s of %s postponed: %s", action, inst.name, exc)
+            error = str(exc)
+        try:
+            if error is None and action == "restart":
+                return  # done when the agent reports it heartbeating again
+            async with self.sessions() as s, s.begin():
+                f = await s.get(Fault, fault_id)
+                if f is None:
+                    return
+                if error is None:
+                    f.recovery_state = "done"
+                elif f.recovery_attempts >= self.max_attempts:
+                    f.recovery_state = "failed"
+                    log.error("giving up recovery %s of %s: %s", action, inst.name, error)
+                else:
+                    f.recovery_state = "pending"  # the next pass tries again
+                    log.warning("recovery %s of %s failed, will retry: %s", action, inst.name, error)
         finally:
             self._inflight.discard(inst.id)

@@ -11,6 +11,8 @@ from collections import defaultdict
 
 import httpx
 
+from .harness import Server
+
 
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
@@ -51,3 +53,34 @@ class EventWatcher:
             ev = q.get(timeout=timeout)
             if ev["type"] == type_:
                 return ev
+
+
+def inject_in_rotation(srv: Server, events: EventWatcher, ids: list[str], kind: str, count: int,
+                       concurrency: int = 1) -> list[str]:
+    """Inject `count` faults of `kind`, each into an instance not in a fault now, and wait for
+    each to be recovered before that instance takes the next; returns the fault ids."""
+    fault_ids: list[str] = []
+    lock = threading.Lock()
+    free: queue.Queue[str] = queue.Queue()
+    for iid in ids:
+        free.put(iid)
+
+    def worker() -> None:
+        while True:
+            iid = free.get()
+            with lock:
+                if len(fault_ids) >= count:
+                    free.put(iid)  # wakes the next idle worker, which ends too
+                    return
+            srv.inject(iid, kind)
+            ev = events.wait(iid, "nfvha.instance.recovered")
+            with lock:
+                fault_ids.append(ev["data"]["fault_id"])
+            free.put(iid)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return fault_ids

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAX_UNIX_PATH = 107
+PF_EXITING = 0x4  # include/linux/sched.h
 
 ExitCallback = Callable[[str, int, float], None]  # (instance id, exit code, monotonic time)
 
@@ -94,6 +95,22 @@ class ProcessDriver:
             del self._procs[instance_id]
         proc.exited.set_result(code)
         self.on_exit(instance_id, code, at)
+
+    def exiting(self, instance_id: str) -> bool:
+        """Whether the instance's process is on its way out (the kernel's PF_EXITING).
+
+        It closes its files before its exit can be waited for, and under load the gap
+        between the two can be long: a closed channel is not yet a live instance's.
+        """
+        proc = self._procs.get(instance_id)
+        if proc is None:
+            return True
+        try:
+            stat = Path(f"/proc/{proc.popen.pid}/stat").read_text()
+        except OSError:
+            return True
+        flags = int(stat.rsplit(")", 1)[1].split()[6])
+        return bool(flags & PF_EXITING)
 
     def signal(self, instance_id: str, sig: int) -> None:
         proc = self._procs.get(instance_id)
