@@ -36,6 +36,11 @@ def test_hang_is_detected_as_heartbeat_timeout_notified_and_recovered_by_restart
     assert event["data"]["fault_id"] == f["id"] and event["specversion"] == "1.0" and event["source"]
     wait_until(lambda: receiver.events("nfvha.instance.recovered"), what="the recovered event")
     assert all(r["signature_ok"] for r in receiver.received)
+    metrics = nfvha.api.get("/metrics").text
+    for line in ('nfvha_faults_total{reason="heartbeat_timeout"} 1.0', "nfvha_fault_detection_seconds_count 1.0",
+                 "nfvha_fault_recovery_seconds_count 1.0", "nfvha_fault_notification_seconds_count 1.0",
+                 'nfvha_webhook_deliveries_total{result="ok"} 2.0', "nfvha_agents_connected 1.0"):
+        assert line in metrics, line
 
 
 def test_crash_is_detected_from_the_exit_and_restarted(nfvha: Server):
@@ -135,6 +140,8 @@ def test_a_hostile_guest_costs_the_others_nothing(nfvha: Server):
                    "bad_version", "rate_limited"):
         assert errors.get(reason), f"{reason} not counted: {errors}"
     assert nfvha.faults(good["id"]) == [] and nfvha.faults(bad["id"]) == []
+    metrics = nfvha.api.get("/metrics").text
+    assert f'nfvha_guest_protocol_errors{{instance="{bad["id"]}",reason="rate_limited"}}' in metrics
     assert nfvha.instance(good["id"])["protocol_errors"] == {}
     assert nfvha.api.get("/v1/hosts").json()[0]["connected"]
 

@@ -1,5 +1,8 @@
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from nfvha.wire import heartbeat as hb
 from nfvha.wire.channel import GuestChannel, HostChannel
 from nfvha.wire.framing import Frame, encode
@@ -60,3 +63,28 @@ def test_token_bucket_refills_at_its_rate_up_to_its_burst():
     assert [b.allow(0.0) for _ in range(3)] == [True, True, False]
     assert b.allow(0.1) and not b.allow(0.1)
     assert b.allow(100.0) and b.allow(100.0) and not b.allow(100.0)
+
+
+valid_frames = st.sampled_from([
+    encode(Frame("heartbeat", hb.to_data(INIT))),
+    encode(Frame("heartbeat", {"msg_type": "challenge_response", "heartbeat_response": 7,
+                               "heartbeat_health": "healthy"})),
+    encode(Frame("heartbeat", {"msg_type": "exit"})),
+])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.binary(max_size=300), valid_frames, st.floats(0, 0.5)), max_size=40))
+def test_any_byte_stream_only_counts_errors_and_never_raises(items):
+    """Garbage interleaved with valid frames and clock ticks: the channel never raises, and
+    only a registered guest that then fails to answer can be faulted."""
+    host, now, registered = HostChannel(), 0.0, False
+    for item in items:
+        if isinstance(item, float):
+            now += item
+            out = host.tick(now)
+        else:
+            out = host.receive_data(item, now)
+        registered = registered or any(isinstance(e, hb.Registered) for e in out.events)
+        if any(isinstance(e, hb.Fault) for e in out.events):
+            assert registered

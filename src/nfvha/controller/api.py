@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 
 from .. import __version__, clock
@@ -109,6 +110,7 @@ def create_app(ctl: Controller) -> FastAPI:
             inst = await s.get(Instance, instance_id)
             if inst is not None:
                 await s.delete(inst)
+        ctl.metrics.forget_instance(instance_id)
         return Response(status_code=204)
 
     @app.post("/v1/instances/{instance_id}/faults", status_code=202)
@@ -187,6 +189,10 @@ def create_app(ctl: Controller) -> FastAPI:
                 ctl.live.leave(q)
 
         return StreamingResponse(gen(), media_type="text/event-stream")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(ctl.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.websocket("/v1/agent")
     async def agent_session(ws: WebSocket) -> None:

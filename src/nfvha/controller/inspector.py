@@ -18,6 +18,7 @@ from .. import clock
 from ..control import FaultReport, RecoveredReport
 from ..store.models import Event, Fault, Instance, Subscription
 from .events import add_event
+from .metrics import Metrics
 from .recovery import decide
 
 
@@ -28,8 +29,9 @@ def fault_data(f: Fault) -> dict:
 
 
 class Inspector:
-    def __init__(self, sessions: async_sessionmaker, on_event: Callable[[Event], None]) -> None:
+    def __init__(self, sessions: async_sessionmaker, metrics: Metrics, on_event: Callable[[Event], None]) -> None:
         self.sessions = sessions
+        self.metrics = metrics
         self.on_event = on_event  # after commit: wake notifier and recovery, feed live listeners
 
     async def record_fault(self, host: str, r: FaultReport) -> None:
@@ -48,6 +50,9 @@ class Inspector:
             s.add(f)
             subs = (await s.scalars(select(Subscription))).all()
             ev = await add_event(s, subs, "nfvha.instance.fault", r.instance_id, fault_data(f), fault_id=f.id)
+        self.metrics.faults.labels(f.reason).inc()
+        if f.fault_at is not None:
+            self.metrics.detection.observe(f.detected_at - f.fault_at)
         self.on_event(ev)
 
     async def record_recovery(self, r: RecoveredReport) -> None:
@@ -61,4 +66,5 @@ class Inspector:
             subs = (await s.scalars(select(Subscription))).all()
             data = {**fault_data(f), "recovery_ms": round((at - f.detected_at) * 1000, 1)}
             ev = await add_event(s, subs, "nfvha.instance.recovered", r.instance_id, data, fault_id=f.id)
+        self.metrics.recovery.observe(at - f.detected_at)
         self.on_event(ev)

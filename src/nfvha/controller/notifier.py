@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .. import clock
 from ..store.models import Delivery, Event, Fault, Subscription
+from .metrics import Metrics
 
 log = logging.getLogger("nfvha.notifier")
 
@@ -30,8 +31,10 @@ def signature(secret: str, body: bytes) -> str:
 
 
 class Notifier:
-    def __init__(self, sessions: async_sessionmaker, *, timeout: float = 5.0, max_attempts: int = 15) -> None:
+    def __init__(self, sessions: async_sessionmaker, metrics: Metrics, *, timeout: float = 5.0,
+                 max_attempts: int = 15) -> None:
         self.sessions = sessions
+        self.metrics = metrics
         self.timeout = timeout
         self.max_attempts = max_attempts
         self._wakes: dict[str, asyncio.Event] = {}
@@ -94,6 +97,7 @@ class Notifier:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:512]
         now = clock.now()
+        self.metrics.deliveries.labels("ok" if error is None else "error").inc()
         async with self.sessions() as s, s.begin():
             d = await s.get(Delivery, delivery_id)
             if d is None:
@@ -111,8 +115,7 @@ class Notifier:
             else:
                 d.next_attempt_at = now + min(0.1 * 2 ** (d.attempts - 1), 60.0)
 
-    @staticmethod
-    async def _mark_notified(s, event_id: str, fault_id: str, now: float) -> None:
+    async def _mark_notified(self, s, event_id: str, fault_id: str, now: float) -> None:
         """A fault is notified when its event has reached every subscriber."""
         left = await s.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.event_id == event_id, Delivery.delivered_at.is_(None)))
@@ -120,3 +123,4 @@ class Notifier:
             f = await s.get(Fault, fault_id)
             if f is not None and f.notified_at is None:
                 f.notified_at = now
+                self.metrics.notification.observe(now - f.detected_at)

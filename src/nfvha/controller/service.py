@@ -18,6 +18,7 @@ from .api import create_app
 from .events import LiveStream
 from .inspector import Inspector
 from .inventory import Inventory
+from .metrics import Metrics
 from .notifier import Notifier
 from .recovery import Recovery
 from .sla import LEVELS
@@ -66,6 +67,7 @@ class Controller:
             return True
         if isinstance(msg, StateReport):
             await self.inventory.update(host, msg.instance)
+            self.metrics.instance_errors(msg.instance.id, msg.instance.protocol_errors)
             if msg.instance.state in ("exited", "failed"):
                 self.recovery.wake()
         return False
@@ -81,9 +83,10 @@ class Controller:
         self.inventory = Inventory(self.sessions)
         await self.inventory.reset_hosts()
         self.hub = AgentHub(self._on_hello, self._on_message, self.inventory.disconnected)
-        self.inspector = Inspector(self.sessions, self._on_event)
+        self.metrics = Metrics(lambda: len(self.hub.conns))
+        self.inspector = Inspector(self.sessions, self.metrics, self._on_event)
         self.recovery = Recovery(self.sessions, self.hub)
-        self.notifier = Notifier(self.sessions)
+        self.notifier = Notifier(self.sessions, self.metrics)
         sock = socket.create_server((host, port), reuse_port=False)
         self.port = sock.getsockname()[1]
         server = _Server(uvicorn.Config(create_app(self), log_level="warning", lifespan="off",

@@ -7,7 +7,6 @@ import asyncio
 import os
 import shlex
 import sys
-from typing import List, Optional
 
 from ..wire.framing import ProtocolError
 from ..wire.heartbeat import CORRECTIVE_ACTIONS
@@ -34,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def build(args: argparse.Namespace, health: Optional[HealthCheck] = None) -> GuestDaemon:
+def build(args: argparse.Namespace, health: HealthCheck | None = None) -> GuestDaemon:
     timeout = args.health_timeout_ms / 1000
     if health is None:
         if args.health_cmd:
@@ -48,7 +47,7 @@ def build(args: argparse.Namespace, health: Optional[HealthCheck] = None) -> Gue
     return GuestDaemon(args.channel, config, health)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     try:

@@ -16,7 +16,6 @@ import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional, Set, Union
 
 from ..wire import heartbeat
 from ..wire.channel import GuestChannel, Output
@@ -43,8 +42,8 @@ class GuestConfig:
 
 
 class GuestDaemon:
-    def __init__(self, channel: str, config: Optional[GuestConfig] = None,
-                 health: Union[HealthCheck, CheckFn, None] = None) -> None:
+    def __init__(self, channel: str, config: GuestConfig | None = None,
+                 health: HealthCheck | CheckFn | None = None) -> None:
         self.config = config or GuestConfig()
         if health is None:
             health = HealthCheck()
@@ -53,12 +52,12 @@ class GuestDaemon:
         self.health: HealthCheck = health
         self.chan = GuestChannel(self.config.init(), init_retry=self.config.init_retry_ms / 1000)
         self.channel_spec = channel
-        self.forced_unhealthy: Optional[str] = None  # set by SIGUSR1: fault injection for tests and demos
-        self._transport: Optional[Transport] = None
-        self._wake: Optional[asyncio.Event] = None
-        self._stop: Optional[asyncio.Event] = None
+        self.forced_unhealthy: str | None = None  # set by SIGUSR1: fault injection for tests and demos
+        self._transport: Transport | None = None
+        self._wake: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
         self._exit_msg = "guest daemon stopping"
-        self._checks: Set[asyncio.Task] = set()
+        self._checks: set[asyncio.Task] = set()
 
     def stop(self, log_msg: str = "guest daemon stopping") -> None:
         """Leave gracefully: the host gets `exit` and raises no fault."""

@@ -12,7 +12,6 @@ import asyncio
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import List, Optional
 
 from .__main__ import build, parser
 from .health import HttpCheck
@@ -37,7 +36,7 @@ class _App(BaseHTTPRequestHandler):
         pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     app = ThreadingHTTPServer(("127.0.0.1", 0), _App)
     threading.Thread(target=app.serve_forever, daemon=True).start()

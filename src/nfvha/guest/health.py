@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import urllib.error
 import urllib.request
-from typing import Any, Awaitable, Callable, List, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Sequence, Tuple, Union
 
 Result = Tuple[bool, str]
 CheckFn = Callable[[], Union[bool, Result, Awaitable[Union[bool, Result]]]]
@@ -35,7 +35,7 @@ class CommandCheck(HealthCheck):
     """Healthy iff the command exits 0 within the timeout."""
 
     def __init__(self, argv: Sequence[str], timeout: float = 2.0) -> None:
-        self.argv: List[str] = list(argv)
+        self.argv: list[str] = list(argv)
         self.timeout = timeout
 
     async def run(self) -> Result:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
-from typing import Callable, Optional
+from typing import Callable
 
 PORT_NAME = "nfvha.guest.0"
 
@@ -45,9 +45,9 @@ class Transport:
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, owner: "UnixServerTransport") -> None:
+    def __init__(self, owner: UnixServerTransport) -> None:
         self.owner = owner
-        self.transport: Optional[asyncio.Transport] = None
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -57,7 +57,7 @@ class _Conn(asyncio.Protocol):
         if self.owner.current is self:
             self.owner.on_data(data)
 
-    def connection_lost(self, exc: Optional[Exception]) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.owner.current is self:
             self.owner.current = None
 
@@ -66,8 +66,8 @@ class UnixServerTransport(Transport):
     def __init__(self, path: str, on_connect: Callable[[], None], on_data: Callable[[bytes], None]) -> None:
         super().__init__(on_connect, on_data)
         self.path = path
-        self.current: Optional[_Conn] = None
-        self._server: Optional[asyncio.AbstractServer] = None
+        self.current: _Conn | None = None
+        self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         if os.path.exists(self.path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any
 
 from . import heartbeat
 from .framing import FrameWriter, LineDecoder, ProtocolError, parse_frame
@@ -18,7 +18,7 @@ from .ratelimit import TokenBucket
 @dataclass
 class Output:
     data: bytes = b""
-    events: List[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
 
 
 class _End:
@@ -89,7 +89,7 @@ class HostChannel(_End):
     def closed(self, now: float) -> Output:
         return self._emit(self.heartbeat.closed(now), Output())
 
-    def next_deadline(self) -> Optional[float]:
+    def next_deadline(self) -> float | None:
         return self.heartbeat.next_deadline()
 
 
@@ -115,5 +115,5 @@ class GuestChannel(_End):
     def exit(self, log_msg: str = "") -> Output:
         return self._emit(self.heartbeat.exit(log_msg), Output())
 
-    def next_deadline(self) -> Optional[float]:
+    def next_deadline(self) -> float | None:
         return self.heartbeat.next_deadline()

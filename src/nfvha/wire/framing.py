@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Union
+from typing import Any
 
 VERSION = 1
 MAX_LINE = 8192
@@ -30,7 +30,7 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class Frame:
     app: str
-    data: Dict[str, Any]
+    data: dict[str, Any]
     seq: int = 0
     version: int = VERSION
 
@@ -58,8 +58,8 @@ class LineDecoder:
         self._tail = b""
         self._discarding = False
 
-    def feed(self, data: bytes) -> List[Union[bytes, ProtocolError]]:
-        out: List[Union[bytes, ProtocolError]] = []
+    def feed(self, data: bytes) -> list[bytes | ProtocolError]:
+        out: list[bytes | ProtocolError] = []
         parts = (self._tail + data).split(b"\n")
         self._tail = parts.pop()
         for line in parts:
@@ -114,7 +114,7 @@ class FrameWriter:
     def __init__(self) -> None:
         self.seq = 0
 
-    def pack(self, app: str, data: Dict[str, Any]) -> bytes:
+    def pack(self, app: str, data: dict[str, Any]) -> bytes:
         self.seq += 1
         return encode(Frame(app=app, data=data, seq=self.seq))
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Dict, List, Optional, Tuple, Type
+from typing import Any, ClassVar
 
 from .framing import ProtocolError
 
@@ -38,11 +38,11 @@ MAX_INTERVAL_MS = 3_600_000
 MAX_SECS = 86_400
 
 
-def _str(max_len: int, choices: Tuple[str, ...] = ()) -> Dict[str, Any]:
+def _str(max_len: int, choices: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"kind": str, "max_len": max_len, "choices": choices}
 
 
-def _int(lo: int, hi: int) -> Dict[str, Any]:
+def _int(lo: int, hi: int) -> dict[str, Any]:
     return {"kind": int, "lo": lo, "hi": hi}
 
 
@@ -122,13 +122,13 @@ class Nack:
     orig_msg_type: str = field(default="", metadata=_str(64))
 
 
-MESSAGES: Dict[str, Type[Any]] = {
+MESSAGES: dict[str, type[Any]] = {
     cls.msg_type: cls
     for cls in (Init, InitAck, Challenge, ChallengeResponse, ActionNotify, ActionResponse, Exit, Nack)
 }
 
 
-def parse(data: Dict[str, Any], sender: str) -> Any:
+def parse(data: dict[str, Any], sender: str) -> Any:
     """Build a message from a frame's `data`, checking every field against its table entry.
 
     `sender` is "guest" or "host": a message that only the other side may send is refused.
@@ -168,7 +168,7 @@ def _check(msg_type: str, name: str, value: Any, rule: Any) -> Any:
     return value
 
 
-def to_data(msg: Any) -> Dict[str, Any]:
+def to_data(msg: Any) -> dict[str, Any]:
     data = {"msg_type": msg.msg_type}
     for f in fields(msg):
         data[f.name] = getattr(msg, f.name)
@@ -196,7 +196,7 @@ class Fault:
     reason: str  # heartbeat_timeout | unhealthy | channel_lost
     detail: str
     corrective_action: str
-    last_ok_at: Optional[float]  # the last healthy answer: the fault happened after it
+    last_ok_at: float | None  # the last healthy answer: the fault happened after it
 
 
 @dataclass(frozen=True)
@@ -213,8 +213,8 @@ class ChallengeReceived:
 
 @dataclass
 class Step:
-    send: List[Any] = field(default_factory=list)
-    events: List[Any] = field(default_factory=list)
+    send: list[Any] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
 
 
 # ---- host side ----------------------------------------------------------------------
@@ -223,7 +223,7 @@ class HostHeartbeat:
     """The agent's end of one channel connection."""
 
     def __init__(self, *, miss_threshold: int = 2, min_interval_ms: int = 50,
-                 max_interval_ms: int = 60_000, rng: Optional[random.Random] = None) -> None:
+                 max_interval_ms: int = 60_000, rng: random.Random | None = None) -> None:
         if miss_threshold < 1:
             raise ValueError("miss_threshold must be at least 1")
         self.miss_threshold = miss_threshold
@@ -231,16 +231,16 @@ class HostHeartbeat:
         self.max_interval_ms = max_interval_ms
         self._rng = rng or random.Random()
         self.state = "waiting"
-        self.init: Optional[Init] = None
+        self.init: Init | None = None
         self.interval = 0.0
         self.misses = 0
         self.wrong_answers = 0
-        self.last_ok_at: Optional[float] = None
+        self.last_ok_at: float | None = None
         self.expecting_stop = False
-        self._outstanding: Optional[int] = None
+        self._outstanding: int | None = None
         self._answered = True
         self._healthy_seen = False
-        self._next_at: Optional[float] = None
+        self._next_at: float | None = None
 
     def receive(self, msg: Any, now: float) -> Step:
         step = Step()
@@ -324,7 +324,7 @@ class HostHeartbeat:
         self._next_at = None
         return step
 
-    def next_deadline(self) -> Optional[float]:
+    def next_deadline(self) -> float | None:
         return self._next_at
 
 
@@ -339,8 +339,8 @@ class GuestHeartbeat:
         self.silence_intervals = silence_intervals
         self.state = "idle"
         self.interval = init.heartbeat_interval_ms / 1000.0
-        self._next_init_at: Optional[float] = None
-        self._last_heard: Optional[float] = None
+        self._next_init_at: float | None = None
+        self._last_heard: float | None = None
 
     def connected(self, now: float) -> Step:
         """The host may be there now (a new connection, or the port opened): register."""
@@ -383,12 +383,12 @@ class GuestHeartbeat:
         self.state = "exited"
         return Step(send=[Exit(log_msg[:224])])
 
-    def _silence_deadline(self) -> Optional[float]:
+    def _silence_deadline(self) -> float | None:
         if self.state != "registered" or self._last_heard is None:
             return None
         return self._last_heard + max(self.silence_intervals * self.interval, 1.0)
 
-    def next_deadline(self) -> Optional[float]:
+    def next_deadline(self) -> float | None:
         if self.state == "registering":
             return self._next_init_at
         return self._silence_deadline()
