@@ -62,11 +62,10 @@ class Local:
     session: ChannelSession | None = None
     task: asyncio.Task | None = None
     open_fault: str | None = None
-    injected: tuple[str, float] | None = None
+    injected_at: float | None = None
     platform_action: bool = False
     guest_exited: bool = False
     lost_timer: asyncio.TimerHandle | None = None
-    suppressed: int = 0  # symptoms folded into the open fault
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -93,11 +92,9 @@ class Agent:
                 self._tg = tg
                 tg.create_task(self.link.run())
                 tg.create_task(self._state_loop())
-        finally:
+        finally:  # the task group has ended every session; now the instances
             for local in self.instances.values():
                 local.platform_action = True
-                if local.task:
-                    local.task.cancel()
             await asyncio.shield(self.driver.close())
 
     # ---- what the controller sees ------------------------------------------------------
@@ -242,8 +239,8 @@ class Agent:
         local = self.instances[iid]
         at = time.monotonic()
         self.driver.signal(iid, INJECT_SIGNALS[kind])
-        local.injected = (kind, at)
-        return {"kind": kind, "injected_mono": at}
+        local.injected_at = at
+        return {"kind": kind}
 
     # ---- events ------------------------------------------------------------------------
 
@@ -297,16 +294,15 @@ class Agent:
     def _fault(self, local: Local, reason: str, detail: str, action: str, detected: float,
                last_ok: float | None) -> None:
         if local.open_fault:
-            local.suppressed += 1
-            return
+            return  # a further symptom of the open fault
         basis, happened = None, None
-        if local.injected and 0 <= detected - local.injected[1] < INJECTION_WINDOW:
-            basis, happened = "injected", local.injected[1]
+        if local.injected_at is not None and 0 <= detected - local.injected_at < INJECTION_WINDOW:
+            basis, happened = "injected", local.injected_at
         elif reason == "instance_exit":
             basis, happened = "observed", detected
         elif last_ok is not None:
             basis, happened = "last_ok", last_ok
-        local.injected = None
+        local.injected_at = None
         local.open_fault = uuid.uuid4().hex
         log.warning("instance %s (%s): %s: %s", local.spec.name, local.spec.id, reason, detail)
         self.link.report(FaultReport(id=local.open_fault, instance_id=local.spec.id, reason=reason, detail=detail,
@@ -317,4 +313,4 @@ class Agent:
         assert local.open_fault is not None
         self.link.report(RecoveredReport(id=uuid.uuid4().hex, instance_id=local.spec.id,
                                          fault_id=local.open_fault, at_mono=at))
-        local.open_fault, local.suppressed = None, 0
+        local.open_fault = None

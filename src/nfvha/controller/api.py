@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 
 from .. import __version__, clock
-from ..control import Command
+from ..control import Command, InstanceStatus
 from ..store.models import Fault, Host, Instance, Subscription
 from .agents import AgentUnavailableError
 from .inventory import spec
@@ -80,16 +80,14 @@ def create_app(ctl: Controller) -> FastAPI:
             s.add(inst)
         try:
             result = await ctl.hub.call(host, Command(id="", op="ensure", instance_id=inst.id, spec=spec(inst)))
+            failure = None if result.ok else HTTPException(422, f"command: {result.error}")
         except AgentUnavailableError as exc:
-            result = None
-            error = str(exc)
-        if result is None or not result.ok:
+            failure = HTTPException(503, str(exc))
+        if failure is not None:  # the request changes nothing
             async with ctl.sessions() as s, s.begin():
                 await s.delete(await s.get(Instance, inst.id))
-            if result is None:
-                raise HTTPException(503, error)
-            raise HTTPException(422, f"command: {result.error}")
-        await ctl.inventory.update(host, ctl.status_of(result))
+            raise failure
+        await ctl.inventory.update(host, InstanceStatus.model_validate(result.data))
         async with ctl.sessions() as s:
             return InstanceOut.of(await get_instance(s, inst.id))
 
@@ -126,7 +124,7 @@ def create_app(ctl: Controller) -> FastAPI:
             raise HTTPException(503, str(exc)) from None
         if not result.ok:
             raise HTTPException(409, result.error or "injection failed")
-        return Injected(instance_id=instance_id, kind=body.kind, injected_at=None)
+        return Injected(instance_id=instance_id, kind=body.kind)
 
     @app.get("/v1/faults")
     async def list_faults(instance_id: str | None = None,

@@ -54,9 +54,10 @@ class FaultInject(Strict):
 
 
 class Injected(BaseModel):
+    """The fault's own record carries when it was injected (`fault_at`, basis `injected`)."""
+
     instance_id: str
     kind: str
-    injected_at: str | None
 
 
 def _ms(a: float | None, b: float | None) -> float | None:

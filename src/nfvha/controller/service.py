@@ -10,7 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
-from ..control import FaultReport, Hello, InstanceStatus, RecoveredReport, Result, StateReport
+from ..control import FaultReport, Hello, RecoveredReport, StateReport, Welcome
 from ..store.db import open_store
 from ..store.models import Event
 from .agents import AgentHub
@@ -50,9 +50,6 @@ class Controller:
         self.port: int | None = None
         self.ready = asyncio.Event()
 
-    def status_of(self, result: Result) -> InstanceStatus:
-        return InstanceStatus.model_validate(result.data)
-
     def _on_event(self, ev: Event) -> None:
         self.live.publish(ev)
         self.notifier.wake()
@@ -72,7 +69,7 @@ class Controller:
                 self.recovery.wake()
         return False
 
-    async def _on_hello(self, hello: Hello) -> object:
+    async def _on_hello(self, hello: Hello) -> Welcome:
         welcome = await self.inventory.hello(hello)
         self.recovery.wake()
         return welcome
