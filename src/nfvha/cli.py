@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated
 
@@ -57,6 +58,16 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+def _serve(main: Callable[[], Coroutine[object, object, None]]) -> None:
+    """Run a server; what the machine refuses (a port in use, a state dir that cannot be
+    made) is one line naming it, not a traceback."""
+    try:
+        asyncio.run(main())
+    except* OSError as group:
+        console.print(f"[red]nfvha: {group.exceptions[0]}[/]")
+        raise typer.Exit(1) from None
+
+
 def demo_command(name: str, interval_ms: int) -> list[str]:
     return [sys.executable, "-m", "nfvha.guest.demo", "--channel", "unix:{channel}",
             "--name", name, "--interval-ms", str(interval_ms)]
@@ -97,7 +108,7 @@ def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N
             await asyncio.wait([agent_task])
             ctl_task.cancel()
 
-    asyncio.run(main())
+    _serve(main)
 
 
 async def _ensure_demo(url: str, n: int, interval_ms: int) -> None:
@@ -134,7 +145,7 @@ def controller(api: Annotated[str, typer.Option(help="HOST:PORT to serve the API
             await _until_signalled()
             task.cancel()
 
-    asyncio.run(main())
+    _serve(main)
 
 
 @app.command()
@@ -157,7 +168,7 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
             await _until_signalled()
             task.cancel()
 
-    asyncio.run(main())
+    _serve(main)
 
 
 # ---- clients -------------------------------------------------------------------------------

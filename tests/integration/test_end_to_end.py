@@ -239,3 +239,17 @@ def test_shutdown_stops_the_instances(state_dir: Path):
     assert srv.stop() == 0
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_a_port_in_use_or_an_impossible_state_dir_is_one_clear_line(state_dir: Path):
+    import socket
+    import subprocess
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "nfvha.cli", "up", "--api", f"127.0.0.1:{port}",
+                              "--state-dir", str(state_dir)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "Address already in use" in out.stdout and "Traceback" not in out.stderr
+    out = subprocess.run([sys.executable, "-m", "nfvha.cli", "up", "--api", "127.0.0.1:0", "--state-dir",
+                          "/proc/nfvha-cannot-be-here"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "/proc/nfvha-cannot-be-here" in out.stdout and "Traceback" not in out.stderr
