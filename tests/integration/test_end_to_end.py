@@ -25,7 +25,7 @@ def test_hang_is_detected_as_heartbeat_timeout_notified_and_recovered_by_restart
     nfvha.inject(inst["id"], "hang")
     f = nfvha.wait_fault(inst["id"], lambda f: f["recovered_at"] and f["notified_at"])
     assert f["reason"] == "heartbeat_timeout" and f["fault_basis"] == "injected"
-    assert 100 <= f["detection_ms"] <= 1000  # two missed 100 ms challenges; the bound is asserted by bench/
+    assert f["detection_ms"] >= 100  # not before two challenges went unanswered; its p99 is bench/'s
     assert f["recovery_action"] == "restart" and f["recovery_state"] == "done"
     assert f["notification_ms"] is not None and f["recovery_ms"] is not None
     assert f["sla"]["level"] == "SAL1"
@@ -48,8 +48,7 @@ def test_crash_is_detected_from_the_exit_and_restarted(nfvha: Server):
     nfvha.wait_heartbeating(inst["id"])
     nfvha.inject(inst["id"], "crash")
     f = nfvha.wait_fault(inst["id"], lambda f: f["recovered_at"])
-    assert f["reason"] == "instance_exit" and "signal 9" in f["detail"]
-    assert f["detection_ms"] < 1000
+    assert f["reason"] == "instance_exit" and "signal 9" in f["detail"] and f["fault_basis"] == "injected"
     assert len(nfvha.faults(inst["id"])) == 1  # the channel closing with it is the same fault
 
 
@@ -197,10 +196,12 @@ def test_webhook_is_retried_until_the_receiver_accepts_it(nfvha: Server):
 
 def test_live_event_stream_carries_fault_events(nfvha: Server):
     seen: list[dict] = []
+    attached = threading.Event()
 
     def listen() -> None:
         with httpx.stream("GET", nfvha.url + "/v1/events", timeout=20) as resp:
             for line in resp.iter_lines():
+                attached.set()  # the stream opens with a comment line
                 if line.startswith("data: "):
                     seen.append(json.loads(line[6:]))
                     return
@@ -208,7 +209,7 @@ def test_live_event_stream_carries_fault_events(nfvha: Server):
     t = threading.Thread(target=listen, daemon=True)
     t.start()
     inst = nfvha.create("streamed", [sys.executable, "-c", "import time; time.sleep(600)"], heartbeat=False)
-    time.sleep(0.3)  # let the listener attach before the fault
+    assert attached.wait(10)
     nfvha.inject(inst["id"], "crash")
     t.join(15)
     assert seen and seen[0]["type"] == "nfvha.instance.fault" and seen[0]["subject"] == inst["id"]
