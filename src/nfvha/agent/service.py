@@ -286,9 +286,8 @@ class Agent:
 
     def _channel_lost(self, local: Local, ev: hb.Fault, at: float) -> None:
         local.lost_timer = None
-        if self.driver.exiting(local.spec.id):
-            return  # its exit, due any moment, is the fault
-        if local.state == "running" and not local.platform_action:
+        # a process that is gone or on its way out: its exit, due any moment, is the fault
+        if not local.platform_action and not self.driver.exiting(local.spec.id):
             self._fault(local, "channel_lost", ev.detail, ev.corrective_action, at, ev.last_ok_at)
 
     def _fault(self, local: Local, reason: str, detail: str, action: str, detected: float,
