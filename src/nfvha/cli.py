@@ -22,11 +22,26 @@ app = typer.Typer(help="nfvha: high availability for network functions in VMs.",
                   add_completion=False, pretty_exceptions_enable=False)
 fault_app = typer.Typer(help="Inject faults (for demos and tests).", no_args_is_help=True)
 app.add_typer(fault_app, name="fault")
+image_app = typer.Typer(help="The reference guest image.", no_args_is_help=True)
+app.add_typer(image_app, name="image")
+virt_app = typer.Typer(help="Helpers for hypervisor configuration.", no_args_is_help=True)
+app.add_typer(virt_app, name="virt")
 console = Console()
 
 DEFAULT_API = "127.0.0.1:7470"
 ApiOpt = Annotated[str, typer.Option("--api", envvar="NFVHA_API", help="controller API, HOST:PORT or URL")]
 StateOpt = Annotated[Path, typer.Option("--state-dir", help="where the store, channels and logs live")]
+DriverOpt = Annotated[str, typer.Option(help="process | qemu | libvirt: what an instance is on this host")]
+AccelOpt = Annotated[str, typer.Option(help="tcg | kvm: how the qemu and libvirt drivers run VMs")]
+UriOpt = Annotated[str, typer.Option(help="libvirt connection URI")]
+DRIVERS = ("process", "qemu", "libvirt")
+
+
+def _driver_config(driver: str, accel: str) -> None:
+    if driver not in DRIVERS:
+        raise typer.BadParameter(f"--driver must be one of {', '.join(DRIVERS)}, not {driver!r}")
+    if accel not in ("tcg", "kvm"):
+        raise typer.BadParameter(f"--accel must be tcg or kvm, not {accel!r}")
 
 
 def default_state_dir() -> Path:
@@ -81,12 +96,17 @@ def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N
        state_dir: StateOpt = None,  # type: ignore[assignment]
        demo_interval_ms: Annotated[int, typer.Option(help="the demo guests' heartbeat interval")] = 250,
        miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
+       driver: DriverOpt = "process", accel: AccelOpt = "tcg", libvirt_uri: UriOpt = "qemu:///system",
        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Run the controller and an agent in one process on embedded defaults (all-in-one)."""
+    """Run the controller and an agent in one process on embedded defaults (all-in-one).
+
+    With --driver qemu or libvirt, the demo instances are VMs of the reference guest image
+    (built into the state dir on first use)."""
     from .agent.service import Agent, AgentConfig
     from .controller.service import Controller
 
     _logging(verbose)
+    _driver_config(driver, accel)
     host, port = split_hostport(api)
     state = state_dir or default_state_dir()
 
@@ -97,11 +117,13 @@ def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N
             await ctl.ready.wait()
             url = f"http://{host}:{ctl.port}"
             agent = Agent(AgentConfig(host=socket.gethostname(), state_dir=state, miss_threshold=miss_threshold,
-                                      controller=f"ws://{host}:{ctl.port}/v1/agent"))
+                                      controller=f"ws://{host}:{ctl.port}/v1/agent", driver=driver, accel=accel,
+                                      libvirt_uri=libvirt_uri))
             agent_task = tg.create_task(agent.run())
             await agent.link.connected.wait()
             if demo:
-                await _ensure_demo(url, demo, demo_interval_ms)
+                vm = None if driver == "process" else await asyncio.to_thread(_reference_vm, state, demo_interval_ms)
+                await _ensure_demo(url, demo, demo_interval_ms, vm)
             print(f"nfvha API at {url} (OpenAPI: {url}/docs), state in {state}", flush=True)
             await _until_signalled()
             agent_task.cancel()  # stops this host's instances first
@@ -111,14 +133,23 @@ def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N
     _serve(main)
 
 
-async def _ensure_demo(url: str, n: int, interval_ms: int) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+def _reference_vm(state: Path, interval_ms: int) -> dict:
+    from .virt import image
+
+    out = state / "image"
+    if not (out / "vm.json").exists():
+        image.build(out)
+    return image.vm_spec(out.resolve(), interval_ms)
+
+
+async def _ensure_demo(url: str, n: int, interval_ms: int, vm: dict | None = None) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         have = {i["name"] for i in (await client.get("/v1/instances")).json()}
         for k in range(1, n + 1):
             name = f"demo-{k}"
             if name not in have:
-                resp = await client.post("/v1/instances", json={"name": name, "heartbeat": True,
-                                                                "command": demo_command(name, interval_ms)})
+                body = {"vm": vm} if vm else {"command": demo_command(name, interval_ms)}
+                resp = await client.post("/v1/instances", json={"name": name, "heartbeat": True, **body})
                 resp.raise_for_status()
 
 
@@ -153,14 +184,18 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
           host: Annotated[str, typer.Option(help="this host's name")] = socket.gethostname(),
           state_dir: StateOpt = None,  # type: ignore[assignment]
           miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
+          driver: DriverOpt = "process", accel: AccelOpt = "tcg", libvirt_uri: UriOpt = "qemu:///system",
           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Run an agent for this host; its instances stop with it (process driver)."""
+    """Run an agent for this host. Its instances stop with it, but for the libvirt driver's
+    adopted domains (the operator's own), which keep running."""
     from .agent.service import Agent, AgentConfig
 
     _logging(verbose)
+    _driver_config(driver, accel)
     base = api_url(controller).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     cfg = AgentConfig(host=host, state_dir=state_dir or default_state_dir() / "agent",
-                      controller=f"{base}/v1/agent", miss_threshold=miss_threshold)
+                      controller=f"{base}/v1/agent", miss_threshold=miss_threshold, driver=driver, accel=accel,
+                      libvirt_uri=libvirt_uri)
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:
@@ -169,6 +204,29 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
             task.cancel()
 
     _serve(main)
+
+
+# ---- images and hypervisor configuration ----------------------------------------------------
+
+@image_app.command("build")
+def image_build(out: Annotated[Path, typer.Option(help="where to write vmlinux, initrd.img and vm.json")] =
+                Path.home() / ".cache" / "nfvha" / "image",
+                interval_ms: Annotated[int, typer.Option(help="the guest daemon's heartbeat interval")] = 1000) -> None:
+    """Build the reference guest image (Debian's kernel, busybox, the host's Python over 9p)."""
+    from .virt import image
+
+    print(json.dumps({"vm": image.build(out, interval_ms)}))
+
+
+@virt_app.command("channel-xml")
+def channel_xml(path: Annotated[str | None, typer.Option(help="the host socket (default: libvirt chooses)")] = None,
+                heartbeat: Annotated[bool, typer.Option(help="the metadata's heartbeat flag")] = True) -> None:
+    """Print the libvirt XML that makes a domain an nfvha instance: the <channel> element
+    (under <devices>) and nfvha's metadata element (under <metadata>)."""
+    from .virt.libvirt import channel_xml as chan
+    from .virt.libvirt import metadata_xml
+
+    print(f"<!-- under <devices> -->\n{chan(path)}\n<!-- under <metadata> -->\n{metadata_xml(heartbeat)}")
 
 
 # ---- clients -------------------------------------------------------------------------------

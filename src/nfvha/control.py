@@ -13,10 +13,24 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, TypeAdapter
 
 
+class VmSpec(BaseModel):
+    """A virtual machine, for the qemu and libvirt drivers (see nfvha.virt.image for one)."""
+
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str = ""
+    disk: str | None = None
+    memory_mb: int = 256
+    vcpus: int = 1
+    share_host_root: bool = False  # the host's / read-only over virtio-9p, tag `hostroot`
+    domain: str | None = None  # libvirt: an existing domain, defined by the operator
+
+
 class InstanceSpec(BaseModel):
     id: str
     name: str
-    command: list[str]
+    command: list[str] = []
+    vm: VmSpec | None = None
     heartbeat: bool = True
 
 
@@ -34,6 +48,7 @@ class Hello(BaseModel):
     host: str
     driver: str
     instances: list[InstanceStatus]
+    discovered: dict[str, bool] = {}  # libvirt domains marked as nfvha instances: name → heartbeat
 
 
 class Welcome(BaseModel):

@@ -47,6 +47,6 @@ def receiver() -> Iterator[Receiver]:
 def _no_leftover_instances() -> Iterator[None]:
     """Every test must leave no instance process behind (nfvha stops them on exit)."""
     yield
-    out = subprocess.run(["pgrep", "-f", "nfvha.guest|hostile_guest"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", "-m nfvha.guest|hostile_guest"], capture_output=True, text=True).stdout
     mine = [p for p in out.split() if int(p) != os.getpid()]
     assert not mine, f"instance processes left running: {mine}"

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,13 +32,12 @@ from ..control import (
     StateReport,
     Welcome,
 )
-from ..virt.process import DriverError, ProcessDriver
+from ..virt.base import Driver, DriverError, Exit
 from ..wire import heartbeat as hb
 from .link import ControllerLink
 from .session import ChannelSession
 
 log = logging.getLogger("nfvha.agent")
-INJECT_SIGNALS = {"hang": signal.SIGSTOP, "crash": signal.SIGKILL, "unhealthy": signal.SIGUSR1}
 INJECTION_WINDOW = 30.0  # a fault this long after an injection is not the injection's
 
 
@@ -52,6 +51,9 @@ class AgentConfig:
     rate: float = 100.0  # frames per second a guest may send, with `burst` in reserve
     burst: float = 200.0
     exit_grace: float = 0.02
+    driver: str = "process"  # process | qemu | libvirt
+    accel: str = "tcg"  # qemu: tcg or kvm
+    libvirt_uri: str = "qemu:///system"
 
 
 @dataclass
@@ -69,6 +71,18 @@ class Local:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def make_driver(config: AgentConfig, on_exit: Callable[[str, Exit], None]) -> Driver:
+    if config.driver == "qemu":
+        from ..virt.qemu import QemuDriver
+        return QemuDriver(config.state_dir, on_exit, accel=config.accel)
+    if config.driver == "libvirt":
+        from ..virt.libvirt import LibvirtDriver
+        return LibvirtDriver(config.state_dir, on_exit, uri=config.libvirt_uri,
+                             domain_type="kvm" if config.accel == "kvm" else "qemu")
+    from ..virt.process import ProcessDriver
+    return ProcessDriver(config.state_dir, on_exit)
+
+
 def raise_fd_limit() -> None:
     """Each instance holds a pidfd and a channel socket: take the hard limit, not the soft 1024."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -79,7 +93,7 @@ def raise_fd_limit() -> None:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.driver = ProcessDriver(config.state_dir, self._on_exit)
+        self.driver = make_driver(config, self._on_exit)
         self.instances: dict[str, Local] = {}
         self.link = ControllerLink(config.controller, self._hello, self._on_welcome, self._on_command)
         self._tg: asyncio.TaskGroup | None = None
@@ -107,7 +121,14 @@ class Agent:
 
     def _hello(self) -> Hello:
         return Hello(host=self.config.host, driver=self.driver.name,
-                     instances=[self.status(x) for x in self.instances.values()])
+                     instances=[self.status(x) for x in self.instances.values()], discovered=self._discover())
+
+    def _discover(self) -> dict[str, bool]:
+        try:
+            return self.driver.discover()
+        except DriverError as exc:
+            log.error("cannot list this host's domains: %s", exc)
+            return {}
 
     def _publish(self, local: Local) -> None:
         self.link.send(StateReport(instance=self.status(local)))
@@ -167,16 +188,18 @@ class Agent:
             await self.start(cmd.instance_id)
         elif cmd.op == "inject":
             assert cmd.kind is not None
-            return self.inject(cmd.instance_id, cmd.kind)
+            return await self.inject(cmd.instance_id, cmd.kind)
         return self.status(self.instances[cmd.instance_id]).model_dump()
 
     async def ensure(self, spec: InstanceSpec) -> dict:
         local = self.instances.get(spec.id)
         if local is None:
+            if spec.heartbeat:
+                self.driver.channel_path(spec.id)  # a path too long for a socket fails here, not in the session
             local = self.instances[spec.id] = Local(spec=spec)
             if spec.heartbeat:
                 local.session = ChannelSession(
-                    spec.id, self.driver.channel_path(spec.id), self._on_wire_event,
+                    spec.id, self.driver.channel_path, self._on_wire_event,
                     miss_threshold=self.config.miss_threshold, min_interval_ms=self.config.min_interval_ms,
                     rate=self.config.rate, burst=self.config.burst)
                 assert self._tg is not None
@@ -188,7 +211,7 @@ class Agent:
     async def start(self, iid: str) -> None:
         local = self.instances[iid]
         try:
-            await self.driver.start(iid, local.spec.command)
+            await self.driver.start(iid, local.spec)
         except DriverError:
             local.state = "failed"
             self._publish(local)
@@ -235,16 +258,16 @@ class Agent:
             local.lost_timer.cancel()
         del self.instances[iid]
 
-    def inject(self, iid: str, kind: str) -> dict:
+    async def inject(self, iid: str, kind: str) -> dict:
         local = self.instances[iid]
         at = time.monotonic()
-        self.driver.signal(iid, INJECT_SIGNALS[kind])
+        await self.driver.inject(iid, kind)
         local.injected_at = at
         return {"kind": kind}
 
     # ---- events ------------------------------------------------------------------------
 
-    def _on_exit(self, iid: str, code: int, at: float) -> None:
+    def _on_exit(self, iid: str, ex: Exit) -> None:
         local = self.instances.get(iid)
         if local is None:
             return
@@ -254,12 +277,11 @@ class Agent:
             local.lost_timer = None
         if local.platform_action:
             return
-        if local.guest_exited and code == 0:
+        if local.guest_exited and ex.clean:
             local.state = "stopped"
             self._publish(local)
             return
-        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        self._fault(local, "instance_exit", f"instance process {how}", "reboot", at, at)
+        self._fault(local, "instance_exit", ex.detail, "reboot", ex.at, ex.at)
 
     def _on_wire_event(self, iid: str, ev: object, now: float) -> None:
         local = self.instances.get(iid)

@@ -14,7 +14,7 @@ EAGER = 2.0  # seconds of 10 ms connection retries after a start
 
 
 class ChannelSession:
-    def __init__(self, instance_id: str, path: str, sink: EventSink, *, miss_threshold: int = 2,
+    def __init__(self, instance_id: str, path: Callable[[str], str | None], sink: EventSink, *, miss_threshold: int = 2,
                  min_interval_ms: int = 50, rate: float = 100.0, burst: float = 200.0) -> None:
         self.instance_id = instance_id
         self.path = path
@@ -55,7 +55,10 @@ class ChannelSession:
         backoff, eager_until = 0.01, loop.time() + EAGER
         while True:
             try:
-                reader, writer = await asyncio.open_unix_connection(self.path)
+                path = self.path(self.instance_id)  # a libvirt domain's is known once it runs
+                if path is None:
+                    raise FileNotFoundError
+                reader, writer = await asyncio.open_unix_connection(path)
             except OSError:
                 self._kick.clear()
                 try:

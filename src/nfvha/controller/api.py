@@ -74,7 +74,8 @@ def create_app(ctl: Controller) -> FastAPI:
         async with ctl.sessions() as s, s.begin():
             if await s.scalar(select(Instance.id).where(Instance.name == body.name)):
                 raise HTTPException(409, f"name: an instance named '{body.name}' exists")
-            inst = Instance(id=str(uuid.uuid4()), name=body.name, host=host, command=body.command,
+            inst = Instance(id=str(uuid.uuid4()), name=body.name, host=host, command=body.command or [],
+                            vm=body.vm.model_dump(exclude_none=True) if body.vm else None,
                             heartbeat=body.heartbeat, recovery=body.recovery, state="creating",
                             heartbeat_status="disabled", protocol_errors={}, created_at=now, updated_at=now)
             s.add(inst)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -11,7 +13,7 @@ from ..store.models import Host, Instance
 
 
 def spec(inst: Instance) -> InstanceSpec:
-    return InstanceSpec(id=inst.id, name=inst.name, command=inst.command, heartbeat=inst.heartbeat)
+    return InstanceSpec(id=inst.id, name=inst.name, command=inst.command, vm=inst.vm, heartbeat=inst.heartbeat)
 
 
 class Inventory:
@@ -32,8 +34,26 @@ class Inventory:
             host.driver, host.connected, host.last_seen = hello.driver, True, clock.now()
             for st in hello.instances:
                 await self._apply(s, hello.host, st)
+            await self._adopt(s, hello)
             insts = (await s.scalars(select(Instance).where(Instance.host == hello.host))).all()
             return Welcome(instances=[spec(i) for i in insts])
+
+    @staticmethod
+    async def _adopt(s, hello: Hello) -> None:
+        """Domains the operator marked as nfvha instances become instances of their host."""
+        if not hello.discovered:
+            return
+        known = {(i.vm or {}).get("domain") for i in
+                 (await s.scalars(select(Instance).where(Instance.host == hello.host))).all()}
+        now = clock.now()
+        for domain, heartbeat in hello.discovered.items():
+            if domain in known:
+                continue
+            name = domain if not await s.scalar(select(Instance.id).where(Instance.name == domain)) \
+                else f"{hello.host}-{domain}"
+            s.add(Instance(id=str(uuid.uuid4()), name=name[:64], host=hello.host, command=[],
+                           vm={"domain": domain}, heartbeat=heartbeat, recovery="auto", state="creating",
+                           heartbeat_status="disabled", protocol_errors={}, created_at=now, updated_at=now))
 
     async def update(self, host: str, st: InstanceStatus) -> None:
         async with self.sessions() as s, s.begin():

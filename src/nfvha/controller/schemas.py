@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from ..store.models import Fault, Host, Instance, Subscription
 from .events import iso
@@ -18,12 +18,43 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+HostPath = Annotated[str, StringConstraints(min_length=2, max_length=4096, pattern=r"^/[^\x00,]*$")]
+
+
+class VmCreate(Strict):
+    """A VM for the qemu or libvirt driver: boot a kernel (or a disk), or adopt a libvirt domain."""
+
+    kernel: HostPath | None = None
+    initrd: HostPath | None = None
+    cmdline: str = Field(default="", max_length=2048)
+    disk: HostPath | None = None
+    memory_mb: int = Field(default=256, ge=64, le=1048576)
+    vcpus: int = Field(default=1, ge=1, le=256)
+    share_host_root: bool = False
+    domain: Name | None = None
+
+    @model_validator(mode="after")
+    def _boots(self) -> VmCreate:
+        if self.domain and (self.kernel or self.disk or self.initrd):
+            raise ValueError("give either `domain` (an existing libvirt domain) or what to boot, not both")
+        if not (self.domain or self.kernel or self.disk):
+            raise ValueError("give `kernel` or `disk` to boot, or `domain`")
+        return self
+
+
 class InstanceCreate(Strict):
     name: Name
-    command: list[Arg] = Field(min_length=1, max_length=256)
+    command: list[Arg] | None = Field(default=None, min_length=1, max_length=256)
+    vm: VmCreate | None = None
     heartbeat: bool = True
     recovery: Literal["auto", "restart", "stop", "none"] = "auto"
     host: str | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> InstanceCreate:
+        if (self.command is None) == (self.vm is None):
+            raise ValueError("give exactly one of `command` (process driver) and `vm` (qemu, libvirt drivers)")
+        return self
 
 
 class InstanceOut(BaseModel):
@@ -31,6 +62,7 @@ class InstanceOut(BaseModel):
     name: str
     host: str
     command: list[str]
+    vm: dict | None
     heartbeat: bool
     heartbeat_status: str
     state: str
@@ -43,7 +75,7 @@ class InstanceOut(BaseModel):
 
     @classmethod
     def of(cls, i: Instance) -> InstanceOut:
-        return cls(id=i.id, name=i.name, host=i.host, command=i.command, heartbeat=i.heartbeat,
+        return cls(id=i.id, name=i.name, host=i.host, command=i.command, vm=i.vm, heartbeat=i.heartbeat,
                    heartbeat_status=i.heartbeat_status, state=i.state, recovery=i.recovery, pid=i.pid,
                    interval_ms=i.interval_ms, protocol_errors=i.protocol_errors or {},
                    created_at=iso(i.created_at), updated_at=iso(i.updated_at))

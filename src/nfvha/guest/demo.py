@@ -37,8 +37,10 @@ class _App(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    app = ThreadingHTTPServer(("127.0.0.1", 0), _App)
+    p = parser()
+    p.add_argument("--port", type=int, default=0, help="the application's loopback port (default: any free)")
+    args = p.parse_args(argv)
+    app = ThreadingHTTPServer(("127.0.0.1", args.port), _App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{app.server_address[1]}/health"
     daemon = build(args, HttpCheck(url, args.health_timeout_ms / 1000))

@@ -69,8 +69,12 @@ class Server:
         return code
 
     # ---- API helpers ----
-    def create(self, name: str, command: list[str], heartbeat: bool = True, **kw: object) -> dict:
-        resp = self.api.post("/v1/instances", json={"name": name, "command": command, "heartbeat": heartbeat, **kw})
+    def create(self, name: str, command: list[str] | None = None, heartbeat: bool = True, **kw: object) -> dict:
+        """A process instance (`command`), or a VM (`vm=...`)."""
+        body = {"name": name, "heartbeat": heartbeat, **kw}
+        if command is not None:
+            body["command"] = command
+        resp = self.api.post("/v1/instances", json=body)
         assert resp.status_code == 201, resp.text
         return resp.json()
 
@@ -89,6 +93,7 @@ class Server:
         assert resp.status_code == 202, resp.text
 
     def wait_fault(self, iid: str, done: Callable[[dict], bool] = lambda f: True, timeout: float = 15.0) -> dict:
+        """The first fault of the instance for which `done` holds."""
         return wait_until(lambda: next((f for f in self.faults(iid) if done(f)), None), timeout,
                           f"a fault of {iid}")  # type: ignore[return-value]
 

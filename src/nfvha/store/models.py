@@ -25,6 +25,7 @@ class Instance(Base):
     name: Mapped[str] = mapped_column(String(64), index=True)
     host: Mapped[str] = mapped_column(String(255), index=True)
     command: Mapped[list] = mapped_column(JSON)
+    vm: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     heartbeat: Mapped[bool] = mapped_column(Boolean, default=True)
     recovery: Mapped[str] = mapped_column(String(16), default="auto")
     state: Mapped[str] = mapped_column(String(16), default="creating")

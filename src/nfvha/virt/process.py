@@ -13,18 +13,13 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_UNIX_PATH = 107
-PF_EXITING = 0x4  # include/linux/sched.h
+from ..control import InstanceSpec
+from .base import DriverError, Exit, ExitCallback, pid_exiting, socket_path
 
-ExitCallback = Callable[[str, int, float], None]  # (instance id, exit code, monotonic time)
-
-
-class DriverError(Exception):
-    pass
+INJECT_SIGNALS = {"hang": signal.SIGSTOP, "crash": signal.SIGKILL, "unhealthy": signal.SIGUSR1}
 
 
 @dataclass
@@ -45,10 +40,10 @@ class ProcessDriver:
         (state_dir / "log").mkdir(parents=True, exist_ok=True)
 
     def channel_path(self, instance_id: str) -> str:
-        path = str(self.state_dir.resolve() / "ch" / f"{instance_id}.sock")
-        if len(path.encode()) > MAX_UNIX_PATH:
-            raise DriverError(f"channel path {path} is longer than {MAX_UNIX_PATH} bytes: use a shorter --state-dir")
-        return path
+        return socket_path(self.state_dir, "ch", instance_id)
+
+    def discover(self) -> dict[str, bool]:
+        return {}  # nothing runs here but what the agent started
 
     def running(self, instance_id: str) -> bool:
         return instance_id in self._procs
@@ -57,13 +52,17 @@ class ProcessDriver:
         proc = self._procs.get(instance_id)
         return proc.popen.pid if proc else None
 
-    async def start(self, instance_id: str, command: list[str]) -> int:
+    async def start(self, instance_id: str, spec: InstanceSpec) -> None:
+        if not spec.command:
+            raise DriverError("the process driver runs a command: this instance has none")
+        self.spawn(instance_id, [arg.replace("{channel}", self.channel_path(instance_id)) for arg in spec.command])
+
+    def spawn(self, instance_id: str, argv: list[str]) -> None:
         if instance_id in self._procs:
-            return self._procs[instance_id].popen.pid
+            return
         path = self.channel_path(instance_id)
         if os.path.exists(path):
             os.unlink(path)
-        argv = [arg.replace("{channel}", path) for arg in command]
         env = {**os.environ, "NFVHA_CHANNEL": path, "NFVHA_INSTANCE_ID": instance_id}
         with open(self.state_dir / "log" / f"{instance_id}.log", "ab") as log:
             try:
@@ -75,7 +74,6 @@ class ProcessDriver:
         proc = _Proc(popen, pidfd)
         self._procs[instance_id] = proc
         asyncio.get_running_loop().add_reader(pidfd, self._reap, instance_id, proc)
-        return popen.pid
 
     def _reap(self, instance_id: str, proc: _Proc) -> None:
         at = time.monotonic()
@@ -94,23 +92,17 @@ class ProcessDriver:
         if self._procs.get(instance_id) is proc:
             del self._procs[instance_id]
         proc.exited.set_result(code)
-        self.on_exit(instance_id, code, at)
+        self.on_exit(instance_id, Exit(at, code == 0, self.describe(code)))
+
+    def describe(self, code: int) -> str:
+        how = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        return f"instance process {how}"
 
     def exiting(self, instance_id: str) -> bool:
-        """Whether the instance's process is on its way out (the kernel's PF_EXITING).
+        return pid_exiting(self.pid(instance_id))
 
-        It closes its files before its exit can be waited for, and under load the gap
-        between the two can be long: a closed channel is not yet a live instance's.
-        """
-        proc = self._procs.get(instance_id)
-        if proc is None:
-            return True
-        try:
-            stat = Path(f"/proc/{proc.popen.pid}/stat").read_text()
-        except OSError:
-            return True
-        flags = int(stat.rsplit(")", 1)[1].split()[6])
-        return bool(flags & PF_EXITING)
+    async def inject(self, instance_id: str, kind: str) -> None:
+        self.signal(instance_id, INJECT_SIGNALS[kind])
 
     def signal(self, instance_id: str, sig: int) -> None:
         proc = self._procs.get(instance_id)
@@ -118,26 +110,30 @@ class ProcessDriver:
             raise DriverError(f"instance {instance_id} is not running")
         self._killpg(proc.popen.pid, sig)
 
-    async def stop(self, instance_id: str, grace: float = 5.0) -> int | None:
+    async def stop(self, instance_id: str, grace: float = 5.0) -> None:
         """SIGTERM (the guest leaves gracefully), SIGKILL after `grace` seconds."""
         proc = self._procs.get(instance_id)
-        if proc is None:
-            return None
-        self._killpg(proc.popen.pid, signal.SIGTERM)
-        self._killpg(proc.popen.pid, signal.SIGCONT)  # a frozen group cannot act on SIGTERM
-        try:
-            async with asyncio.timeout(grace):
-                return await asyncio.shield(proc.exited)
-        except TimeoutError:
-            self._killpg(proc.popen.pid, signal.SIGKILL)
-            return await proc.exited
+        if proc is not None:
+            self._killpg(proc.popen.pid, signal.SIGTERM)
+            self._killpg(proc.popen.pid, signal.SIGCONT)  # a frozen group cannot act on SIGTERM
+            await self.wait_exit(instance_id, grace)
 
-    async def kill(self, instance_id: str) -> int | None:
+    async def wait_exit(self, instance_id: str, grace: float) -> None:
+        """Wait up to `grace` seconds for the instance to end, then kill it."""
         proc = self._procs.get(instance_id)
         if proc is None:
-            return None
-        self._killpg(proc.popen.pid, signal.SIGKILL)
-        return await proc.exited
+            return
+        try:
+            async with asyncio.timeout(grace):
+                await asyncio.shield(proc.exited)
+        except TimeoutError:
+            await self.kill(instance_id)
+
+    async def kill(self, instance_id: str) -> None:
+        proc = self._procs.get(instance_id)
+        if proc is not None:
+            self._killpg(proc.popen.pid, signal.SIGKILL)
+            await proc.exited
 
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(i, grace=2.0) for i in list(self._procs)))

@@ -1,0 +1,62 @@
+"""Real VMs for tests and benchmarks: the reference image, libvirtd, the guest's console."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from ..virt import image
+
+LIBVIRT_URI = "qemu:///system"
+
+
+def reference_vm(out: Path, interval_ms: int = 250) -> dict:
+    """The `vm` spec of the reference image, built into `out` (once)."""
+    if not (out / "vm.json").exists():
+        image.build(out, interval_ms)
+    return image.vm_spec(out.resolve(), interval_ms)
+
+
+def libvirtd_running() -> bool:
+    return subprocess.run(["virsh", "-c", LIBVIRT_URI, "version"], capture_output=True).returncode == 0
+
+
+def ensure_libvirtd() -> None:
+    """Start virtlogd and libvirtd as daemons unless one answers (no systemd here)."""
+    if libvirtd_running():
+        return
+    for daemon in ("virtlogd", "libvirtd"):
+        path = shutil.which(daemon) or f"/usr/sbin/{daemon}"
+        subprocess.run([path, "-d"], check=True)
+    deadline = time.monotonic() + 15
+    while not libvirtd_running():
+        if time.monotonic() > deadline:
+            raise RuntimeError("libvirtd did not answer within 15 s")
+        time.sleep(0.1)
+
+
+def destroy_domains(prefix: str = "nfvha-") -> None:
+    out = subprocess.run(["virsh", "-c", LIBVIRT_URI, "list", "--name", "--all"], capture_output=True, text=True)
+    for name in out.stdout.split():
+        if name.startswith(prefix):
+            subprocess.run(["virsh", "-c", LIBVIRT_URI, "destroy", name], capture_output=True)
+            subprocess.run(["virsh", "-c", LIBVIRT_URI, "undefine", name], capture_output=True)
+
+
+def console_socket(state_dir: Path, instance_id: str) -> Path:
+    """The newest console socket of an instance (the libvirt driver makes one per start)."""
+    found = sorted((state_dir / "con").glob(f"{instance_id}*.sock"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise FileNotFoundError(f"no console socket for {instance_id} in {state_dir / 'con'}")
+    return found[-1]
+
+
+def console(path: Path, command: str) -> None:
+    """Type a command at the reference guest's shell on its serial console."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        time.sleep(0.2)  # let QEMU pass it on before the connection goes
