@@ -11,6 +11,7 @@ from threading import Thread
 import pytest
 
 from nfvha.guest import CommandCheck, GuestConfig, GuestDaemon, HttpCheck
+from nfvha.guest.health import CallableCheck
 from nfvha.wire import heartbeat as hb
 from nfvha.wire.channel import HostChannel
 
@@ -89,16 +90,32 @@ async def test_failing_health_command_reports_unhealthy_with_the_reason(sock_pat
     await task
 
 
-async def test_a_health_check_that_hangs_is_unhealthy_before_the_next_challenge(sock_path):
+async def test_a_health_check_that_hangs_is_unhealthy_at_its_timeout_and_answers_never_wait(sock_path):
     async def stuck():
         await asyncio.sleep(60)
 
-    daemon, task = await run_daemon(sock_path, stuck, interval_ms=100)
+    daemon, task = await run_daemon(sock_path, CallableCheck(stuck, timeout=0.3), interval_ms=100)
     host = Host(sock_path)
     await host.connect()
-    await host.pump(0.5)
-    assert host.kinds()[:2] == ["Registered", "Fault:unhealthy"]
-    assert "timed out after 50 ms" in host.events[1].detail
+    await host.pump(0.8)
+    # answered on time (healthy: no check has finished yet), then the check's timeout is the fault
+    assert host.kinds()[:3] == ["Registered", "Healthy", "Fault:unhealthy"]
+    assert "timed out after 300 ms" in host.events[2].detail
+    daemon.stop()
+    await task
+
+
+async def test_a_check_slower_than_half_the_interval_is_no_fault(sock_path):
+    async def slow():  # an emulated guest's HTTP check can take longer than 50 ms
+        await asyncio.sleep(0.08)
+        return True
+
+    daemon, task = await run_daemon(sock_path, slow, interval_ms=100)
+    host = Host(sock_path)
+    await host.connect()
+    await host.pump(1.0)
+    assert "Healthy" in host.kinds()
+    assert not [k for k in host.kinds() if k.startswith("Fault")], host.kinds()
     daemon.stop()
     await task
 

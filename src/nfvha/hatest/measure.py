@@ -56,7 +56,7 @@ class EventWatcher:
 
 
 def inject_in_rotation(srv: Server, events: EventWatcher, ids: list[str], kind: str, count: int,
-                       concurrency: int = 1) -> list[str]:
+                       concurrency: int = 1, timeout: float = 15.0) -> list[str]:
     """Inject `count` faults of `kind`, each into an instance not in a fault now, and wait for
     each to be recovered before that instance takes the next; returns the fault ids."""
     fault_ids: list[str] = []
@@ -73,7 +73,7 @@ def inject_in_rotation(srv: Server, events: EventWatcher, ids: list[str], kind: 
                     free.put(iid)  # wakes the next idle worker, which ends too
                     return
             srv.inject(iid, kind)
-            ev = events.wait(iid, "nfvha.instance.recovered")
+            ev = events.wait(iid, "nfvha.instance.recovered", timeout)
             with lock:
                 fault_ids.append(ev["data"]["fault_id"])
             free.put(iid)
