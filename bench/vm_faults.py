@@ -41,7 +41,7 @@ def main() -> None:
 
     state = Path(tempfile.mkdtemp(prefix="nfvha-bench-", dir="/tmp"))
     srv = Server(["up", "--api", "127.0.0.1:0", "--state-dir", str(state), "--driver", args.driver,
-                  "--miss-threshold", str(args.miss_threshold)], state)
+                  "--allow-host-root", "--miss-threshold", str(args.miss_threshold)], state)
     receiver = Receiver("bench-secret")
     result: dict = {"bench": "vm_faults", "driver": args.driver, "accel": "tcg", "interval_ms": args.interval_ms,
                     "miss_threshold": args.miss_threshold, "instances": args.instances,

@@ -34,6 +34,8 @@ StateOpt = Annotated[Path, typer.Option("--state-dir", help="where the store, ch
 DriverOpt = Annotated[str, typer.Option(help="process | qemu | libvirt: what an instance is on this host")]
 AccelOpt = Annotated[str, typer.Option(help="tcg | kvm: how the qemu and libvirt drivers run VMs")]
 UriOpt = Annotated[str, typer.Option(help="libvirt connection URI")]
+HostRootOpt = Annotated[bool, typer.Option(help="let VMs mount this host's / read-only over 9p (the reference "
+                                                "image's way to run Python; test and demo images only)")]
 DRIVERS = ("process", "qemu", "libvirt")
 
 
@@ -97,11 +99,12 @@ def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N
        demo_interval_ms: Annotated[int, typer.Option(help="the demo guests' heartbeat interval")] = 250,
        miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
        driver: DriverOpt = "process", accel: AccelOpt = "tcg", libvirt_uri: UriOpt = "qemu:///system",
+       allow_host_root: HostRootOpt = False,
        verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run the controller and an agent in one process on embedded defaults (all-in-one).
 
     With --driver qemu or libvirt, the demo instances are VMs of the reference guest image
-    (built into the state dir on first use)."""
+    (built into the state dir on first use; it implies --allow-host-root)."""
     from .agent.service import Agent, AgentConfig
     from .controller.service import Controller
 
@@ -118,7 +121,8 @@ def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N
             url = f"http://{host}:{ctl.port}"
             agent = Agent(AgentConfig(host=socket.gethostname(), state_dir=state, miss_threshold=miss_threshold,
                                       controller=f"ws://{host}:{ctl.port}/v1/agent", driver=driver, accel=accel,
-                                      libvirt_uri=libvirt_uri))
+                                      libvirt_uri=libvirt_uri,
+                                      allow_host_root=allow_host_root or bool(demo and driver != "process")))
             agent_task = tg.create_task(agent.run())
             await agent.link.connected.wait()
             if demo:
@@ -185,6 +189,7 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
           state_dir: StateOpt = None,  # type: ignore[assignment]
           miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
           driver: DriverOpt = "process", accel: AccelOpt = "tcg", libvirt_uri: UriOpt = "qemu:///system",
+          allow_host_root: HostRootOpt = False,
           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run an agent for this host. Its instances stop with it, but for the libvirt driver's
     adopted domains (the operator's own), which keep running."""
@@ -195,7 +200,7 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
     base = api_url(controller).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     cfg = AgentConfig(host=host, state_dir=state_dir or default_state_dir() / "agent",
                       controller=f"{base}/v1/agent", miss_threshold=miss_threshold, driver=driver, accel=accel,
-                      libvirt_uri=libvirt_uri)
+                      libvirt_uri=libvirt_uri, allow_host_root=allow_host_root)
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:

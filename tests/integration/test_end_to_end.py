@@ -161,6 +161,10 @@ def test_bad_api_requests_get_4xx_naming_the_field(nfvha: Server):
         (api.post("/v1/instances/nope/faults", json={"kind": "hang"}), 404, "nope"),
         (api.get("/v1/faults", params={"limit": 0}), 422, "limit"),
         (api.delete("/v1/subscriptions/nope"), 404, "nope"),
+        # a VM on a process-driver host; a VM that would read the host's root, on an agent not allowing it
+        (api.post("/v1/instances", json={"name": "ok", "vm": {"kernel": sys.executable}}), 422, "runs a command"),
+        (api.post("/v1/instances", json={"name": "ok", "vm": {"kernel": sys.executable, "share_host_root": True}}),
+         422, "--allow-host-root"),
     ]
     for resp, status, field in cases:
         assert resp.status_code == status, (resp.request.url, resp.text)

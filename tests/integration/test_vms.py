@@ -39,7 +39,8 @@ def hv(request: pytest.FixtureRequest, image_dir: Path) -> Iterator[tuple[Server
     if driver == "libvirt":
         ensure_libvirtd()
     state = Path(tempfile.mkdtemp(prefix="nfvha-", dir="/tmp"))
-    srv = Server(["up", "--api", "127.0.0.1:0", "--state-dir", str(state), "--driver", driver, "-v"], state)
+    srv = Server(["up", "--api", "127.0.0.1:0", "--state-dir", str(state), "--driver", driver, "--allow-host-root",
+                  "-v"], state)
     try:
         inst = srv.create(f"vm-{driver}", vm=reference_vm(image_dir))
         srv.wait_heartbeating(inst["id"], BOOT)
@@ -145,6 +146,7 @@ def test_vm_requests_that_cannot_work_are_refused_and_change_nothing(hv: tuple[S
         ({"name": "x4", "vm": {"kernel": "/k", "domain": "d"}}, "either"),
         ({"name": "x5", "vm": {"kernel": "/k", "memory_mb": 1}}, "memory_mb"),
         ({"name": "x6", "vm": {"kernel": "/nonexistent/vmlinux"}}, "/nonexistent/vmlinux"),
+        ({"name": "x7", "vm": {"kernel": "/boot/k,if=none"}}, "kernel"),  # no QEMU option smuggled in a path
     ]
     for body, word in cases:
         resp = srv.api.post("/v1/instances", json=body)
@@ -196,7 +198,8 @@ def operator_domain(image_dir: Path) -> Iterator[str]:
 
 def test_libvirt_finds_an_operators_domain_and_adopts_it_across_agent_restarts(operator_domain: str,
                                                                                state_dir: Path) -> None:
-    args = ["up", "--api", "127.0.0.1:0", "--state-dir", str(state_dir), "--driver", "libvirt", "-v"]
+    args = ["up", "--api", "127.0.0.1:0", "--state-dir", str(state_dir), "--driver", "libvirt", "--allow-host-root",
+            "-v"]
     srv = Server(args, state_dir)
     try:
         inst = wait_until(lambda: next((i for i in srv.api.get("/v1/instances").json()
@@ -215,5 +218,10 @@ def test_libvirt_finds_an_operators_domain_and_adopts_it_across_agent_restarts(o
         assert fault["reason"] == "instance_exit"
         recovered(srv, inst["id"], fault)
         assert srv.faults(inst["id"])[0]["recovery_state"] == "done"
+        # leaving nfvha leaves the operator's VM running
+        assert srv.api.delete(f"/v1/instances/{inst['id']}").status_code == 204
+        state = subprocess.run(["virsh", "-c", LIBVIRT_URI, "domstate", operator_domain], capture_output=True,
+                               text=True).stdout.strip()
+        assert state == "running"
     finally:
         assert srv.stop() == 0

@@ -54,6 +54,7 @@ class AgentConfig:
     driver: str = "process"  # process | qemu | libvirt
     accel: str = "tcg"  # qemu: tcg or kvm
     libvirt_uri: str = "qemu:///system"
+    allow_host_root: bool = False  # VMs may mount this host's / read-only (test and demo images)
 
 
 @dataclass
@@ -211,6 +212,9 @@ class Agent:
     async def start(self, iid: str) -> None:
         local = self.instances[iid]
         try:
+            if local.spec.vm and local.spec.vm.share_host_root and not self.config.allow_host_root:
+                raise DriverError("vm.share_host_root: this agent does not share its root filesystem with VMs "
+                                  "(run it with --allow-host-root, for test and demo images only)")
             await self.driver.start(iid, local.spec)
         except DriverError:
             local.state = "failed"
@@ -251,7 +255,10 @@ class Agent:
         local = self.instances.get(iid)
         if local is None:
             return
-        await self.stop(iid)
+        local.platform_action = True
+        if local.session:
+            local.session.expect_stop()
+        await self.driver.remove(iid)
         if local.task:
             local.task.cancel()
         if local.lost_timer:

@@ -267,6 +267,15 @@ class LibvirtDriver:
             raise DriverError(f"the libvirt driver cannot inject {kind!r}: the guest's application is out of "
                               "its reach (use the guest's console)")
 
+    async def remove(self, instance_id: str) -> None:
+        entry = self._doms.get(instance_id)
+        if entry is None:
+            return
+        if entry.owned:
+            await self.stop(instance_id)
+        self._unwatch(entry)
+        del self._doms[instance_id]
+
     async def close(self) -> None:
         """Leave every domain running: VMs outlive their agent, and the next one adopts them."""
         for entry in self._doms.values():

@@ -135,6 +135,9 @@ class ProcessDriver:
             self._killpg(proc.popen.pid, signal.SIGKILL)
             await proc.exited
 
+    async def remove(self, instance_id: str) -> None:
+        await self.stop(instance_id)
+
     async def close(self) -> None:
         await asyncio.gather(*(self.stop(i, grace=2.0) for i in list(self._procs)))
 
