@@ -137,7 +137,7 @@ def test_guest_kernel_panic_is_a_fault(hv: tuple[Server, dict]) -> None:
 
 
 def test_vm_requests_that_cannot_work_are_refused_and_change_nothing(hv: tuple[Server, dict]) -> None:
-    srv, _ = hv
+    srv, inst = hv
     before = srv.api.get("/v1/instances").json()
     cases = [
         ({"name": "x1", "command": ["true"], "vm": {"kernel": "/boot/k"}}, "exactly one of"),
@@ -153,6 +153,10 @@ def test_vm_requests_that_cannot_work_are_refused_and_change_nothing(hv: tuple[S
         assert resp.status_code == 422, (body, resp.text)
         assert word in resp.text, (word, resp.text)
     assert srv.api.get("/v1/instances").json() == before
+    # the application inside a VM is out of the platform's reach: said so, and nothing happens
+    resp = srv.api.post(f"/v1/instances/{inst['id']}/faults", json={"kind": "unhealthy"})
+    assert resp.status_code == 409 and "cannot inject 'unhealthy'" in resp.text
+    assert srv.instance(inst["id"])["heartbeat_status"] == "heartbeating"
 
 
 def test_deleting_a_vm_shuts_it_down_gracefully(hv: tuple[Server, dict], image_dir: Path) -> None:

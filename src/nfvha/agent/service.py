@@ -169,6 +169,9 @@ class Agent:
             result = Result(id=cmd.id, ok=True, data=data or {})
         except (DriverError, KeyError) as exc:
             result = Result(id=cmd.id, ok=False, error=str(exc))
+        except Exception as exc:  # a bulkhead: one instance's failed command must not stop the agent
+            log.exception("command %s on instance %s failed", cmd.op, cmd.instance_id)
+            result = Result(id=cmd.id, ok=False, error=f"internal error: {exc!r}")
         self.link.send(result)
 
     async def execute(self, cmd: Command) -> dict | None:

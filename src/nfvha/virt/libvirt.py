@@ -91,7 +91,15 @@ class LibvirtDriver:
             except libvirt.libvirtError as exc:
                 raise DriverError(f"cannot connect to libvirt at {self.uri}: {exc}") from None
             self._conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None)
+            # a libvirtd restart closes the connection: the next call opens a new one (the
+            # pidfds on QEMU keep watching meanwhile); keepalives notice a dead peer
+            self._conn.registerCloseCallback(self._closed, None)
+            self._conn.setKeepAlive(5, 3)
         return self._conn
+
+    def _closed(self, conn: libvirt.virConnect, reason: int, opaque: object) -> None:
+        if self._conn is conn:
+            self._conn = None
 
     def channel_path(self, instance_id: str) -> str | None:
         dom = self._doms.get(instance_id)
@@ -138,9 +146,9 @@ class LibvirtDriver:
         self.conn  # noqa: B018 -- connect on the event loop, where libvirt's events must be registered
         try:
             dom = await asyncio.to_thread(self._start, instance_id, vm, old)
+            channel, console = live_sockets(dom.XMLDesc(0))
         except libvirt.libvirtError as exc:
             raise DriverError(f"starting the domain of instance {instance_id}: {exc.get_error_message()}") from None
-        channel, console = live_sockets(dom.XMLDesc(0))
         entry = _Dom(dom.name(), owned=vm.domain is None, channel=channel, console=console)
         if entry.channel is None and spec.heartbeat:
             raise DriverError(f"domain {entry.name} has no nfvha channel: add the element `nfvha virt channel-xml` "
@@ -155,10 +163,11 @@ class LibvirtDriver:
             if not dom.isActive():
                 dom.create()
             return dom
-        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
-            meta = self._meta(dom)
-            if meta is not None and meta.get("instance") == instance_id:
-                return dom  # still running from an earlier agent: adopt it
+        if old is None:  # this agent never ran it: an earlier agent's domain may still run
+            for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+                meta = self._meta(dom)
+                if meta is not None and meta.get("instance") == instance_id:
+                    return dom
         # A fresh name and sockets for each start: libvirt takes ~1.6 s to clean up after a
         # QEMU killed under it, and the replacement need not wait for that.
         for path in (old.channel, old.console) if old and old.owned else ():
