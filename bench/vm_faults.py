@@ -35,6 +35,8 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=2)
     p.add_argument("--interval-ms", type=int, default=100)
     p.add_argument("--miss-threshold", type=int, default=2)
+    p.add_argument("--kinds", default="hang,crash", help="which faults, in order")
+    p.add_argument("--keep-state", action="store_true", help="keep the state dir (logs) for a post-mortem")
     args = p.parse_args()
     if args.driver == "libvirt":
         ensure_libvirtd()
@@ -53,7 +55,7 @@ def main() -> None:
         ids = [srv.create(f"vm-{k}", vm=vm)["id"] for k in range(args.instances)]
         for iid in ids:
             srv.wait_heartbeating(iid, BOOT)
-        for kind in ("hang", "crash"):
+        for kind in args.kinds.split(","):
             fault_ids = inject_in_rotation(srv, events, ids, kind, args.faults, timeout=BOOT)
             faults = {f["id"]: f for f in srv.faults()}
             mine = [faults[i] for i in fault_ids]
@@ -73,7 +75,8 @@ def main() -> None:
         receiver.httpd.shutdown()
         if args.driver == "libvirt":
             destroy_domains()
-        shutil.rmtree(state, ignore_errors=True)
+        if not args.keep_state:
+            shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

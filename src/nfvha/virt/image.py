@@ -16,6 +16,7 @@ guest code), nfvha.interval (ms), nfvha.action (the corrective action asked for)
 
 from __future__ import annotations
 
+import compileall
 import json
 import lzma
 import os
@@ -167,6 +168,10 @@ def build(out: Path, interval_ms: int = 1000) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "vmlinux").write_bytes(extract_vmlinux(bzimage.read_bytes()))
     (out / "initrd.img").write_bytes(initramfs(release, Path(busybox)))
+    # the guest mounts the code read-only: compile it here, or it is compiled on every boot, slowly
+    for package in ("wire", "guest"):
+        compileall.compile_dir(Path(nfvha.__file__).parent / package, quiet=1)
+    compileall.compile_file(nfvha.__file__, quiet=1)
     spec = vm_spec(out.resolve(), interval_ms)
     (out / "vm.json").write_text(json.dumps(spec, indent=2) + "\n")
     return spec

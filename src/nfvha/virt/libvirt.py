@@ -79,6 +79,7 @@ class LibvirtDriver:
         self._doms: dict[str, _Dom] = {}
         self._by_name: dict[str, str] = {}
         self._conn: libvirt.virConnect | None = None
+        self._cleanups: set[asyncio.Future] = set()
         for d in ("ch", "con"):
             (state_dir / d).mkdir(parents=True, exist_ok=True)
 
@@ -253,13 +254,22 @@ class LibvirtDriver:
             await self.kill(instance_id)
 
     async def kill(self, instance_id: str) -> None:
+        """Destroy the domain. Its QEMU is gone within milliseconds (the pidfd says so), but
+        libvirt's destroy returns ~1.5 s later, after its clean-up: a restart need not wait
+        for that (it uses a fresh name), so the call finishes in the background."""
         if not self.running(instance_id):
             return
+        task = asyncio.ensure_future(asyncio.to_thread(self._destroy, self._domain(instance_id)))
+        self._cleanups.add(task)  # owned here: close() waits for what is still running
+        task.add_done_callback(self._cleanups.discard)
+        await self._wait_ended(instance_id, 10.0)
+
+    @staticmethod
+    def _destroy(dom: libvirt.virDomain) -> None:
         try:
-            await asyncio.to_thread(self._domain(instance_id).destroy)
+            dom.destroy()
         except libvirt.libvirtError:
             pass  # already gone
-        await self._wait_ended(instance_id, 10.0)
 
     async def inject(self, instance_id: str, kind: str) -> None:
         if kind == "crash":  # QEMU dies under libvirt: what a hypervisor crash looks like
@@ -289,6 +299,7 @@ class LibvirtDriver:
         """Leave every domain running: VMs outlive their agent, and the next one adopts them."""
         for entry in self._doms.values():
             self._unwatch(entry)
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         if self._conn is not None:
             try:
                 self._conn.close()
