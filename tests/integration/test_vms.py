@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from nfvha.hatest.harness import Server, wait_until
-from nfvha.hatest.vm import LIBVIRT_URI, console, console_socket, destroy_domains, ensure_libvirtd, reference_vm
+from nfvha.hatest.vm import (
+    LIBVIRT_URI,
+    console,
+    console_log,
+    console_socket,
+    destroy_domains,
+    ensure_libvirtd,
+    reference_vm,
+)
 from nfvha.virt.domxml import channel_xml, metadata_xml
 
 pytestmark = [pytest.mark.slow, pytest.mark.vm]
@@ -43,7 +51,7 @@ def hv(request: pytest.FixtureRequest, image_dir: Path) -> Iterator[tuple[Server
                   "-v"], state)
     try:
         inst = srv.create(f"vm-{driver}", vm=reference_vm(image_dir))
-        srv.wait_heartbeating(inst["id"], BOOT)
+        booted(srv, inst["id"])
         yield srv, inst
         assert srv.stop() == 0
     finally:
@@ -55,10 +63,18 @@ def hv(request: pytest.FixtureRequest, image_dir: Path) -> Iterator[tuple[Server
         "QEMU processes left running"
 
 
+def booted(srv: Server, iid: str) -> dict:
+    """Wait for the VM's guest to heartbeat; if it does not, say what its console showed."""
+    try:
+        return srv.wait_heartbeating(iid, BOOT)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe guest's console:\n{console_log(srv.state_dir, iid)}") from None
+
+
 def recovered(srv: Server, iid: str, fault: dict) -> None:
     """The fault's recovery restarted the VM and its guest heartbeats again."""
     srv.wait_fault(iid, lambda f: f["id"] == fault["id"] and f["recovered_at"] is not None, BOOT)
-    srv.wait_heartbeating(iid, BOOT)
+    booted(srv, iid)
 
 
 def new_fault(srv: Server, iid: str, before: set[str]) -> dict:
@@ -84,7 +100,7 @@ def test_guest_daemon_restarting_inside_the_vm_is_no_fault(hv: tuple[Server, dic
     pid = srv.instance(iid)["pid"]
     console(console_socket(srv.state_dir, iid), "kill -TERM $(cat /guest.pid)")  # init restarts it
     wait_until(lambda: srv.instance(iid)["heartbeat_status"] != "heartbeating", 30, "the guest daemon's exit")
-    srv.wait_heartbeating(iid, BOOT)
+    booted(srv, iid)
     time.sleep(1.0)  # a fault would have shown by now: 2 missed challenges are 500 ms
     assert srv.faults(iid) == []
     assert srv.instance(iid)["pid"] == pid  # the same VM throughout
@@ -163,7 +179,7 @@ def test_deleting_a_vm_shuts_it_down_gracefully(hv: tuple[Server, dict], image_d
     """The power button: the guest daemon says `exit` and the guest powers off; no fault."""
     srv, _ = hv
     inst = srv.create(f"gone-{srv.instance(hv[1]['id'])['host']}", vm=reference_vm(image_dir))
-    srv.wait_heartbeating(inst["id"], BOOT)
+    booted(srv, inst["id"])
     started = time.monotonic()
     assert srv.api.delete(f"/v1/instances/{inst['id']}").status_code == 204
     assert time.monotonic() - started < 5.0, "the guest did not power off: QEMU was killed after the grace"
@@ -209,11 +225,11 @@ def test_libvirt_finds_an_operators_domain_and_adopts_it_across_agent_restarts(o
         inst = wait_until(lambda: next((i for i in srv.api.get("/v1/instances").json()
                                         if i["name"] == operator_domain), None), 30, "the domain found")
         assert inst["vm"] == {"domain": operator_domain} and inst["heartbeat"]
-        pid = srv.wait_heartbeating(inst["id"], BOOT)["pid"]
+        pid = booted(srv, inst["id"])["pid"]
         assert srv.stop() == 0
         # the VM outlives its agent, and the next agent takes it over as it is
         srv = Server(args, state_dir)
-        again = srv.wait_heartbeating(inst["id"], BOOT)
+        again = booted(srv, inst["id"])
         assert again["pid"] == pid
         assert [i["name"] for i in srv.api.get("/v1/instances").json()] == [operator_domain]
         # destroyed behind nfvha's back: a fault at once, and recovery starts it again

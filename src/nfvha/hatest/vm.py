@@ -54,6 +54,11 @@ def console_socket(state_dir: Path, instance_id: str) -> Path:
     return found[-1]
 
 
+def console_log(state_dir: Path, instance_id: str, tail: int = 3000) -> str:
+    path = state_dir / "log" / f"{instance_id}.console.log"
+    return path.read_text(errors="replace")[-tail:] if path.exists() else f"(no console log at {path})"
+
+
 def console(path: Path, command: str) -> None:
     """Type a command at the reference guest's shell on its serial console."""
     with socket.socket(socket.AF_UNIX) as s:

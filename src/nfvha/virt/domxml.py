@@ -34,7 +34,7 @@ def metadata_xml(heartbeat: bool = True, instance: str | None = None) -> str:
 
 
 def domain_xml(name: str, vm: VmSpec, channel: str, console: str, instance_id: str,
-               domain_type: str = "qemu") -> str:
+               domain_type: str = "qemu", console_log: str | None = None) -> str:
     if not (vm.kernel or vm.disk):
         raise DriverError("vm: give a kernel or a disk to boot, or the name of an existing libvirt domain")
     boot = f"<kernel>{escape(vm.kernel)}</kernel><cmdline>{escape(vm.cmdline)}</cmdline>" if vm.kernel else ""
@@ -42,7 +42,9 @@ def domain_xml(name: str, vm: VmSpec, channel: str, console: str, instance_id: s
         boot += f"<initrd>{escape(vm.initrd)}</initrd>"
     devices = ["<controller type='usb' model='none'/>",  # a USB controller costs boot time and serves nothing
                channel_xml(channel),
-               f"<serial type='unix'><source mode='bind' path={quoteattr(console)}/><target port='0'/></serial>",
+               f"<serial type='unix'><source mode='bind' path={quoteattr(console)}/>"
+               + (f"<log file={quoteattr(console_log)} append='on'/>" if console_log else "")
+               + "<target port='0'/></serial>",
                "<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
                "<memballoon model='none'/>"]
     if vm.disk:

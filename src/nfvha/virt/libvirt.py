@@ -80,7 +80,7 @@ class LibvirtDriver:
         self._by_name: dict[str, str] = {}
         self._conn: libvirt.virConnect | None = None
         self._cleanups: set[asyncio.Future] = set()
-        for d in ("ch", "con"):
+        for d in ("ch", "con", "log"):
             (state_dir / d).mkdir(parents=True, exist_ok=True)
 
     @property
@@ -177,7 +177,8 @@ class LibvirtDriver:
         gen = uuid.uuid4().hex[:6]
         channel = socket_path(self.state_dir, "ch", f"{instance_id}.{gen}")
         console = socket_path(self.state_dir, "con", f"{instance_id}.{gen}")
-        xml = domain_xml(f"nfvha-{instance_id}-{gen}", vm, channel, console, instance_id, self.domain_type)
+        log = str(self.state_dir.resolve() / "log" / f"{instance_id}.console.log")
+        xml = domain_xml(f"nfvha-{instance_id}-{gen}", vm, channel, console, instance_id, self.domain_type, log)
         return conn.createXML(xml, 0)
 
     def _watch(self, instance_id: str, entry: _Dom) -> None:

@@ -27,7 +27,7 @@ QMP_TIMEOUT = 5.0
 
 
 def qemu_argv(vm: VmSpec, channel: str, console: str, qmp: str, serial: str, accel: str = "tcg",
-              binary: str = "qemu-system-x86_64") -> list[str]:
+              binary: str = "qemu-system-x86_64", console_log: str | None = None) -> list[str]:
     if vm.domain:
         raise DriverError("`vm.domain` names a libvirt domain: the qemu driver needs kernel or disk")
     if not (vm.kernel or vm.disk):
@@ -35,7 +35,8 @@ def qemu_argv(vm: VmSpec, channel: str, console: str, qmp: str, serial: str, acc
     argv = [binary, "-name", serial, "-accel", accel, "-m", str(vm.memory_mb), "-smp", str(vm.vcpus),
             "-display", "none", "-no-reboot", "-nic", "none", "-monitor", "none", "-nodefaults",
             "-smbios", f"type=1,serial={serial}",
-            "-chardev", f"socket,id=con0,path={console},server=on,wait=off", "-serial", "chardev:con0",
+            "-chardev", f"socket,id=con0,path={console},server=on,wait=off"
+            + (f",logfile={console_log}" if console_log else ""), "-serial", "chardev:con0",
             "-qmp", f"unix:{qmp},server=on,wait=off",
             "-device", "virtio-serial",
             "-chardev", f"socket,id=ch0,path={channel},server=on,wait=off",
@@ -79,7 +80,11 @@ class QemuDriver(ProcessDriver):
             if os.path.exists(path):
                 os.unlink(path)
         self.spawn(instance_id, qemu_argv(spec.vm, self.channel_path(instance_id), console, qmp, instance_id,
-                                          self.accel, self.binary))
+                                          self.accel, self.binary, self.console_log(instance_id)))
+
+    def console_log(self, instance_id: str) -> str:
+        """What the guest wrote to its serial console, kept for a post-mortem."""
+        return str(self.state_dir.resolve() / "log" / f"{instance_id}.console.log")
 
     def describe(self, code: int) -> str:
         if code == 0:
