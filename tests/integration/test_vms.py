@@ -26,6 +26,7 @@ from nfvha.hatest.vm import (
     destroy_domains,
     ensure_libvirtd,
     reference_vm,
+    restart_libvirtd,
 )
 from nfvha.virt.domxml import channel_xml, metadata_xml
 
@@ -209,11 +210,12 @@ def operator_domain(image_dir: Path) -> Iterator[str]:
     path = image_dir / "operator.xml"
     path.write_text(xml)
     virsh = ["virsh", "-c", LIBVIRT_URI]
+    destroy_domains(OPERATOR_DOMAIN)  # a leftover of an interrupted run
     subprocess.run([*virsh, "define", str(path)], check=True, capture_output=True)
     subprocess.run([*virsh, "start", OPERATOR_DOMAIN], check=True, capture_output=True)
     yield OPERATOR_DOMAIN
-    subprocess.run([*virsh, "destroy", OPERATOR_DOMAIN], capture_output=True)
-    subprocess.run([*virsh, "undefine", OPERATOR_DOMAIN], capture_output=True)
+    ensure_libvirtd()
+    destroy_domains(OPERATOR_DOMAIN)
 
 
 def test_libvirt_finds_an_operators_domain_and_adopts_it_across_agent_restarts(operator_domain: str,
@@ -232,6 +234,8 @@ def test_libvirt_finds_an_operators_domain_and_adopts_it_across_agent_restarts(o
         again = booted(srv, inst["id"])
         assert again["pid"] == pid
         assert [i["name"] for i in srv.api.get("/v1/instances").json()] == [operator_domain]
+        # libvirtd restarts (an upgrade): the VM runs on, and the agent reconnects when it next needs it
+        restart_libvirtd()
         # destroyed behind nfvha's back: a fault at once, and recovery starts it again
         subprocess.run(["virsh", "-c", LIBVIRT_URI, "destroy", operator_domain], check=True, capture_output=True)
         fault = srv.wait_fault(inst["id"], timeout=30)

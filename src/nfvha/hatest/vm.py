@@ -29,8 +29,8 @@ def ensure_libvirtd() -> None:
     if libvirtd_running():
         return
     for daemon in ("virtlogd", "libvirtd"):
-        path = shutil.which(daemon) or f"/usr/sbin/{daemon}"
-        subprocess.run([path, "-d"], check=True)
+        if subprocess.run(["pgrep", "-x", daemon], capture_output=True).returncode != 0:
+            subprocess.run([shutil.which(daemon) or f"/usr/sbin/{daemon}", "-d"], check=True)
     deadline = time.monotonic() + 15
     while not libvirtd_running():
         if time.monotonic() > deadline:
@@ -65,3 +65,14 @@ def console(path: Path, command: str) -> None:
         s.connect(str(path))
         s.sendall(command.encode() + b"\n")
         time.sleep(0.2)  # let QEMU pass it on before the connection goes
+
+
+def restart_libvirtd() -> None:
+    """Stop libvirtd (its domains' QEMUs run on) and start it again."""
+    subprocess.run(["pkill", "-TERM", "-x", "libvirtd"])
+    deadline = time.monotonic() + 15
+    while subprocess.run(["pgrep", "-x", "libvirtd"], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("libvirtd did not stop within 15 s")
+        time.sleep(0.05)
+    ensure_libvirtd()

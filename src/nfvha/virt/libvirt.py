@@ -1,8 +1,8 @@
 """The `libvirt` driver: instances are libvirt domains (QEMU/KVM, or TCG where KVM is absent).
 
 Two kinds of domain:
-- nfvha's own, from a `vm` spec: a transient domain `nfvha-<id>` whose channel socket
-  is in the agent's state dir;
+- nfvha's own, from a `vm` spec: a transient domain `nfvha-<id>-<gen>` (a fresh name for
+  each start) whose channel and console sockets are in the agent's state dir;
 - an operator's existing domain (`vm.domain`), adopted: it carries the nfvha channel
   (`nfvha virt channel-xml` prints the element) and, to be found by `discover()`, nfvha's
   metadata element with the heartbeat flag — the seeds' flavor extra spec, for libvirt.
@@ -154,6 +154,8 @@ class LibvirtDriver:
         if entry.channel is None and spec.heartbeat:
             raise DriverError(f"domain {entry.name} has no nfvha channel: add the element `nfvha virt channel-xml` "
                               "prints to its definition")
+        if old is not None:
+            self._by_name.pop(old.name, None)  # the old domain's late events are not this one's
         self._doms[instance_id], self._by_name[entry.name] = entry, instance_id
         self._watch(instance_id, entry)
 
@@ -295,6 +297,7 @@ class LibvirtDriver:
             await self.stop(instance_id)
         self._unwatch(entry)
         del self._doms[instance_id]
+        self._by_name.pop(entry.name, None)
 
     async def close(self) -> None:
         """Leave every domain running: VMs outlive their agent, and the next one adopts them."""
