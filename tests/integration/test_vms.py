@@ -236,8 +236,10 @@ def test_libvirt_finds_an_operators_domain_and_adopts_it_across_agent_restarts(o
         assert [i["name"] for i in srv.api.get("/v1/instances").json()] == [operator_domain]
         # libvirtd restarts (an upgrade): the VM runs on, and the agent reconnects when it next needs it
         restart_libvirtd()
-        # destroyed behind nfvha's back: a fault at once, and recovery starts it again
-        subprocess.run(["virsh", "-c", LIBVIRT_URI, "destroy", operator_domain], check=True, capture_output=True)
+        # destroyed behind nfvha's back: a fault at once, and recovery starts it again (a libvirtd
+        # just started may still be reconnecting to its domains: destroy once it can)
+        wait_until(lambda: subprocess.run(["virsh", "-c", LIBVIRT_URI, "destroy", operator_domain],
+                                          capture_output=True).returncode == 0, 30, "virsh destroy")
         fault = srv.wait_fault(inst["id"], timeout=30)
         assert fault["reason"] == "instance_exit"
         recovered(srv, inst["id"], fault)
