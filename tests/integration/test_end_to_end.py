@@ -246,7 +246,7 @@ def test_shutdown_stops_the_instances(state_dir: Path):
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
 
 
-def test_a_port_in_use_or_an_impossible_state_dir_is_one_clear_line(state_dir: Path):
+def test_a_port_in_use_an_impossible_state_dir_or_an_old_store_is_one_clear_line(state_dir: Path):
     import socket
     import subprocess
 
@@ -258,3 +258,17 @@ def test_a_port_in_use_or_an_impossible_state_dir_is_one_clear_line(state_dir: P
     out = subprocess.run([sys.executable, "-m", "nfvha.cli", "up", "--api", "127.0.0.1:0", "--state-dir",
                           "/proc/nfvha-cannot-be-here"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "/proc/nfvha-cannot-be-here" in out.stdout and "Traceback" not in out.stderr
+    # a store written by an older nfvha, lacking a column: named, and left as it was
+    import sqlite3
+
+    old = state_dir / "old"
+    old.mkdir()
+    with sqlite3.connect(old / "nfvha.db") as db:
+        db.execute("CREATE TABLE instances (id VARCHAR(64) PRIMARY KEY, name VARCHAR(64))")
+        db.execute("INSERT INTO instances VALUES ('i1', 'kept')")
+    out = subprocess.run([sys.executable, "-m", "nfvha.cli", "controller", "--api", "127.0.0.1:0", "--state-dir",
+                          str(old)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "older nfvha" in out.stdout and "instances.command" in out.stdout
+    assert "Traceback" not in out.stderr
+    with sqlite3.connect(old / "nfvha.db") as db:
+        assert db.execute("SELECT name FROM instances").fetchall() == [("kept",)]

@@ -47,9 +47,9 @@ class AgentHub:
     def connected(self, host: str) -> bool:
         return host in self.conns
 
-    def pick_host(self) -> str | None:
-        """Where a new instance goes when the request names no host."""
-        return min(self.conns, default=None)
+    def hosts(self) -> list[str]:
+        """The hosts with an agent connected."""
+        return list(self.conns)
 
     async def call(self, host: str, cmd: Command) -> Result:
         conn = self.conns.get(host)

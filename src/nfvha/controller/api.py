@@ -15,9 +15,10 @@ from sqlalchemy import select
 
 from .. import __version__, clock
 from ..control import Command, InstanceStatus
-from ..store.models import Fault, Host, Instance, Subscription
+from ..store.models import Fault, Host, Instance, ServerGroup, Subscription
 from .agents import AgentUnavailableError
 from .inventory import spec
+from .placement import PlacementError, choose_host
 from .schemas import (
     FaultInject,
     FaultOut,
@@ -25,6 +26,8 @@ from .schemas import (
     Injected,
     InstanceCreate,
     InstanceOut,
+    ServerGroupCreate,
+    ServerGroupOut,
     SubscriptionCreate,
     SubscriptionOut,
 )
@@ -63,21 +66,35 @@ def create_app(ctl: Controller) -> FastAPI:
             rows = (await s.scalars(select(Instance).order_by(Instance.created_at))).all()
             return [InstanceOut.of(i) for i in rows]
 
+    async def place(s, body: InstanceCreate) -> str:
+        """The host for a new instance: named, or chosen under its server group's policy."""
+        policy, member_hosts = None, []
+        if body.server_group is not None:
+            group = await s.get(ServerGroup, body.server_group)
+            if group is None:
+                raise HTTPException(422, f"server_group: no server group with id {body.server_group}")
+            policy = group.policy
+            member_hosts = list((await s.scalars(select(Instance.host).where(
+                Instance.server_group == group.id))).all())
+        try:
+            return choose_host(ctl.hub.hosts(), member_hosts, policy, body.host)
+        except PlacementError as exc:
+            status = 503 if not ctl.hub.hosts() else 422 if str(exc).startswith("host:") else 409
+            raise HTTPException(status, str(exc)) from None
+
     @app.post("/v1/instances", status_code=201)
     async def create_instance(body: InstanceCreate) -> InstanceOut:
-        host = body.host or ctl.hub.pick_host()
-        if host is None:
-            raise HTTPException(503, "no agent is connected to place the instance on")
-        if not ctl.hub.connected(host):
-            raise HTTPException(422, f"host: no agent is connected for host '{host}'")
         now = clock.now()
-        async with ctl.sessions() as s, s.begin():
+        # one placement at a time: two members of an anti-affinity group must not both take a host
+        async with ctl.placement_lock, ctl.sessions() as s, s.begin():
             if await s.scalar(select(Instance.id).where(Instance.name == body.name)):
                 raise HTTPException(409, f"name: an instance named '{body.name}' exists")
+            host = await place(s, body)
             inst = Instance(id=str(uuid.uuid4()), name=body.name, host=host, command=body.command or [],
                             vm=body.vm.model_dump(exclude_none=True) if body.vm else None,
-                            heartbeat=body.heartbeat, recovery=body.recovery, state="creating",
-                            heartbeat_status="disabled", protocol_errors={}, created_at=now, updated_at=now)
+                            server_group=body.server_group, heartbeat=body.heartbeat, recovery=body.recovery,
+                            state="creating", heartbeat_status="disabled", protocol_errors={}, created_at=now,
+                            updated_at=now)
             s.add(inst)
         try:
             result = await ctl.hub.call(host, Command(id="", op="ensure", instance_id=inst.id, spec=spec(inst)))
@@ -110,6 +127,49 @@ def create_app(ctl: Controller) -> FastAPI:
             if inst is not None:
                 await s.delete(inst)
         ctl.metrics.forget_instance(instance_id)
+        return Response(status_code=204)
+
+    # ---- server groups ----
+
+    async def group_out(s, group: ServerGroup) -> ServerGroupOut:
+        members = (await s.scalars(select(Instance).where(Instance.server_group == group.id)
+                                   .order_by(Instance.created_at))).all()
+        return ServerGroupOut.of(group, list(members))
+
+    @app.post("/v1/server-groups", status_code=201)
+    async def create_server_group(body: ServerGroupCreate) -> ServerGroupOut:
+        async with ctl.sessions() as s, s.begin():
+            if await s.scalar(select(ServerGroup.id).where(ServerGroup.name == body.name)):
+                raise HTTPException(409, f"name: a server group named '{body.name}' exists")
+            group = ServerGroup(id=str(uuid.uuid4()), name=body.name, policy=body.policy, created_at=clock.now())
+            s.add(group)
+            return ServerGroupOut.of(group, [])
+
+    @app.get("/v1/server-groups")
+    async def list_server_groups() -> list[ServerGroupOut]:
+        async with ctl.sessions() as s:
+            groups = (await s.scalars(select(ServerGroup).order_by(ServerGroup.created_at))).all()
+            return [await group_out(s, g) for g in groups]
+
+    @app.get("/v1/server-groups/{group_id}")
+    async def get_server_group(group_id: str) -> ServerGroupOut:
+        async with ctl.sessions() as s:
+            group = await s.get(ServerGroup, group_id)
+            if group is None:
+                raise HTTPException(404, f"no server group with id {group_id}")
+            return await group_out(s, group)
+
+    @app.delete("/v1/server-groups/{group_id}", status_code=204)
+    async def delete_server_group(group_id: str) -> Response:
+        async with ctl.sessions() as s, s.begin():
+            group = await s.get(ServerGroup, group_id)
+            if group is None:
+                raise HTTPException(404, f"no server group with id {group_id}")
+            members = (await s.scalars(select(Instance.name).where(Instance.server_group == group_id))).all()
+            if members:
+                raise HTTPException(409, f"server group {group.name} has members ({', '.join(members)}): "
+                                         "delete them first")
+            await s.delete(group)
         return Response(status_code=204)
 
     @app.post("/v1/instances/{instance_id}/faults", status_code=202)

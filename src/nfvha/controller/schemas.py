@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from ..store.models import Fault, Host, Instance, Subscription
+from ..store.models import Fault, Host, Instance, ServerGroup, Subscription
 from .events import iso
+from .placement import Policy
 from .sla import verdict
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -49,6 +50,7 @@ class InstanceCreate(Strict):
     heartbeat: bool = True
     recovery: Literal["auto", "restart", "stop", "none"] = "auto"
     host: str | None = Field(default=None, max_length=255)
+    server_group: str | None = Field(default=None, max_length=64, description="the id of its server group")
 
     @model_validator(mode="after")
     def _one_kind(self) -> InstanceCreate:
@@ -63,6 +65,7 @@ class InstanceOut(BaseModel):
     host: str
     command: list[str]
     vm: dict | None
+    server_group: str | None
     heartbeat: bool
     heartbeat_status: str
     state: str
@@ -75,7 +78,8 @@ class InstanceOut(BaseModel):
 
     @classmethod
     def of(cls, i: Instance) -> InstanceOut:
-        return cls(id=i.id, name=i.name, host=i.host, command=i.command, vm=i.vm, heartbeat=i.heartbeat,
+        return cls(id=i.id, name=i.name, host=i.host, command=i.command, vm=i.vm, server_group=i.server_group,
+                   heartbeat=i.heartbeat,
                    heartbeat_status=i.heartbeat_status, state=i.state, recovery=i.recovery, pid=i.pid,
                    interval_ms=i.interval_ms, protocol_errors=i.protocol_errors or {},
                    created_at=iso(i.created_at), updated_at=iso(i.updated_at))
@@ -130,6 +134,33 @@ class FaultOut(BaseModel):
                    report_ms=_ms(f.detected_at, f.reported_at), notification_ms=_ms(f.detected_at, f.notified_at),
                    recovery_ms=recovery, recovery_action=f.recovery_action, recovery_state=f.recovery_state,
                    sla=verdict(level, detection, recovery))
+
+
+class ServerGroupCreate(Strict):
+    name: Name
+    policy: Policy
+
+
+class Member(BaseModel):
+    id: str
+    name: str
+    host: str
+    state: str
+    updated_at: str | None
+
+
+class ServerGroupOut(BaseModel):
+    id: str
+    name: str
+    policy: str
+    members: list[Member]
+    created_at: str | None
+
+    @classmethod
+    def of(cls, g: ServerGroup, members: list[Instance]) -> ServerGroupOut:
+        return cls(id=g.id, name=g.name, policy=g.policy, created_at=iso(g.created_at),
+                   members=[Member(id=i.id, name=i.name, host=i.host, state=i.state, updated_at=iso(i.updated_at))
+                            for i in members])
 
 
 class SubscriptionCreate(Strict):

@@ -49,6 +49,7 @@ class Controller:
         self.live = LiveStream()
         self.port: int | None = None
         self.ready = asyncio.Event()
+        self.placement_lock = asyncio.Lock()
 
     def _on_event(self, ev: Event) -> None:
         self.live.publish(ev)

@@ -19,6 +19,14 @@ class Host(Base):
     last_seen: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class ServerGroup(Base):
+    __tablename__ = "server_groups"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    policy: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class Instance(Base):
     __tablename__ = "instances"
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -26,6 +34,7 @@ class Instance(Base):
     host: Mapped[str] = mapped_column(String(255), index=True)
     command: Mapped[list] = mapped_column(JSON)
     vm: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    server_group: Mapped[str | None] = mapped_column(ForeignKey("server_groups.id"), nullable=True, index=True)
     heartbeat: Mapped[bool] = mapped_column(Boolean, default=True)
     recovery: Mapped[str] = mapped_column(String(16), default="auto")
     state: Mapped[str] = mapped_column(String(16), default="creating")
