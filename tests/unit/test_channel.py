@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nfvha.wire import heartbeat as hb
+from nfvha.wire import server_group as sgm
 from nfvha.wire.channel import GuestChannel, HostChannel
 from nfvha.wire.framing import Frame, encode
 from nfvha.wire.ratelimit import TokenBucket
@@ -43,10 +44,62 @@ def test_unknown_message_type_is_nacked_and_counted():
     assert host.errors == {"unknown_msg_type": 1}
 
 
-def test_server_group_frames_are_not_served_yet_and_counted():
+def sg(data: dict) -> bytes:
+    return encode(Frame("server_group", data))
+
+
+def test_server_group_messages_from_the_guest_become_events():
     host = HostChannel()
-    host.receive_data(encode(Frame("server_group", {"msg_type": "broadcast", "data": "x"})), 0.0)
-    assert host.errors == {"unsupported_app": 1}
+    out = host.receive_data(sg({"msg_type": "broadcast", "data": "héllo"}) + sg({"msg_type": "status_query",
+                                                                                 "seq": 7}), 0.0)
+    assert out.events == [sgm.Broadcast("héllo"), sgm.StatusQuery(7)] and out.data == b""
+    assert host.errors == {}
+
+
+def test_server_group_bad_input_is_refused_counted_and_nacked_where_the_spec_says():
+    host = HostChannel()
+    cases = [
+        ({"msg_type": "broadcast", "data": "é" * 1526}, "oversized"),  # 3052 bytes in UTF-8, 1526 characters
+        ({"msg_type": "broadcast", "data": "x", "source_instance": "someone-else"}, "forged_source"),
+        ({"msg_type": "broadcast", "data": 5}, "bad_field"),
+        ({"msg_type": "broadcast"}, "missing_field"),
+        ({"msg_type": "status_response", "seq": 1, "instance": {}}, "wrong_direction"),
+        ({"msg_type": "teleport"}, "unknown_msg_type"),
+        ({"msg_type": "status_query", "seq": -1}, "bad_field"),
+    ]
+    for data, reason in cases:
+        before = host.errors[reason]
+        out = host.receive_data(sg(data), 0.0)
+        assert out.events == [] and host.errors[reason] == before + 1, (data, host.errors)
+        if reason in ("oversized", "forged_source", "unknown_msg_type"):
+            [nack] = frames(out.data)
+            assert nack["app"] == "server_group" and nack["data"]["msg_type"] == "nack"
+    out = host.receive_data(sg({"msg_type": "broadcast", "data": "é" * 1525}), 0.0)  # 3050 bytes: fits
+    assert len(out.events) == 1
+
+
+def test_a_broadcast_flood_is_limited_without_touching_the_heartbeat():
+    host, guest = HostChannel(sg_rate=20, sg_burst=40), GuestChannel(INIT)
+    out = host.receive_data(guest.connected(0.0).data, 0.0)
+    [challenge] = guest.receive_data(out.data, 0.0).events
+    flood = b"".join(sg({"msg_type": "broadcast", "data": f"m{k}"}) for k in range(100))
+    out = host.receive_data(flood + guest.respond(challenge.value, True).data, 0.01)
+    assert sum(isinstance(e, sgm.Broadcast) for e in out.events) == 40
+    assert host.errors == {"sg_rate_limited": 60}
+    assert [type(e) for e in out.events if not isinstance(e, sgm.Broadcast)] == [hb.Healthy]
+
+
+def test_the_guest_end_reads_what_the_platform_delivers():
+    host, guest = HostChannel(), GuestChannel(INIT)
+    member = {"id": "i2", "name": "b", "state": "running", "host": "h1", "updated_at": None}
+    out = host.send(sgm.BroadcastDelivery("hi", "i2"), sgm.StatusResponse(3, member), sgm.StatusResponseDone(3),
+                    sgm.Notification(member, "2026-11-25T12:00:00Z"))
+    events = guest.receive_data(out.data, 0.0).events
+    assert events == [sgm.BroadcastDelivery("hi", "i2"), sgm.StatusResponse(3, member), sgm.StatusResponseDone(3),
+                      sgm.Notification(member, "2026-11-25T12:00:00Z")]
+    # a guest's own messages go out in app server_group
+    assert [f["app"] for f in frames(guest.send(sgm.Broadcast("x"), sgm.StatusQuery(1)).data)] == \
+        ["server_group", "server_group"]
 
 
 def test_a_flood_is_rate_limited_before_parsing():

@@ -10,8 +10,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import heartbeat
-from .framing import FrameWriter, LineDecoder, ProtocolError, parse_frame
+from . import heartbeat, server_group
+from .framing import Frame, FrameWriter, LineDecoder, ProtocolError, parse_frame
+from .messages import to_data
 from .ratelimit import TokenBucket
 
 
@@ -32,9 +33,13 @@ class _End:
 
     def _emit(self, step: heartbeat.Step, out: Output) -> Output:
         for msg in step.send:
-            out.data += self.writer.pack("heartbeat", heartbeat.to_data(msg))
+            out.data += self.writer.pack(msg.app, to_data(msg))
         out.events.extend(step.events)
         return out
+
+    def send(self, *msgs: Any) -> Output:
+        """Messages this end sends of its own accord (server-group traffic)."""
+        return self._emit(heartbeat.Step(send=list(msgs)), Output())
 
     def _allow(self, now: float) -> bool:
         return True
@@ -49,11 +54,7 @@ class _End:
                 self.errors["rate_limited"] += 1
                 continue
             try:
-                frame = parse_frame(item)
-                if frame.app != "heartbeat":
-                    raise ProtocolError("unsupported_app", f"app '{frame.app}' is not served here",
-                                        app=frame.app, msg_type=frame.msg_type)
-                step = self._handle(heartbeat.parse(frame.data, self.sender), now)
+                step = self._handle(parse_frame(item), now)
             except ProtocolError as err:
                 self.errors[err.reason] += 1
                 if err.nack:
@@ -63,25 +64,38 @@ class _End:
             self._emit(step, out)
         return out
 
-    def _handle(self, msg: Any, now: float) -> heartbeat.Step:
-        raise NotImplementedError
+    def _handle(self, frame: Frame, now: float) -> heartbeat.Step:
+        if frame.app == "heartbeat":
+            return self.heartbeat.receive(heartbeat.parse(frame.data, self.sender), now)
+        if frame.app == "server_group":
+            return self._server_group(frame, now)
+        raise ProtocolError("unsupported_app", f"app '{frame.app}' is not served here", app=frame.app,
+                            msg_type=frame.msg_type)
+
+    def _server_group(self, frame: Frame, now: float) -> heartbeat.Step:
+        """Server-group messages are events for the caller, which routes or delivers them."""
+        return heartbeat.Step(events=[server_group.parse(frame.data, self.sender)])
 
 
 class HostChannel(_End):
     sender = "guest"
 
     def __init__(self, *, miss_threshold: int = 2, min_interval_ms: int = 50, max_interval_ms: int = 60_000,
-                 rate: float = 100.0, burst: float = 200.0) -> None:
+                 rate: float = 100.0, burst: float = 200.0, sg_rate: float = 20.0, sg_burst: float = 40.0) -> None:
         super().__init__()
         self.heartbeat = heartbeat.HostHeartbeat(miss_threshold=miss_threshold, min_interval_ms=min_interval_ms,
                                                  max_interval_ms=max_interval_ms)
         self._bucket = TokenBucket(rate, burst)
+        self._sg_bucket = TokenBucket(sg_rate, sg_burst)  # server-group traffic is low-bandwidth (SG-6)
 
     def _allow(self, now: float) -> bool:
         return self._bucket.allow(now)
 
-    def _handle(self, msg: Any, now: float) -> heartbeat.Step:
-        return self.heartbeat.receive(msg, now)
+    def _server_group(self, frame: Frame, now: float) -> heartbeat.Step:
+        if not self._sg_bucket.allow(now):
+            raise ProtocolError("sg_rate_limited", "server-group messages over the rate limit", app="server_group",
+                                msg_type=frame.msg_type)
+        return super()._server_group(frame, now)
 
     def tick(self, now: float) -> Output:
         return self._emit(self.heartbeat.tick(now), Output())
@@ -99,9 +113,6 @@ class GuestChannel(_End):
     def __init__(self, init: heartbeat.Init, *, init_retry: float = 0.5) -> None:
         super().__init__()
         self.heartbeat = heartbeat.GuestHeartbeat(init, init_retry=init_retry)
-
-    def _handle(self, msg: Any, now: float) -> heartbeat.Step:
-        return self.heartbeat.receive(msg, now)
 
     def connected(self, now: float) -> Output:
         return self._emit(self.heartbeat.connected(now), Output())

@@ -22,10 +22,11 @@ Host states (one machine per channel connection):
 from __future__ import annotations
 
 import random
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .framing import ProtocolError
+from .messages import Table, int_field, str_field, to_data  # noqa: F401 -- to_data: part of this API
 
 CORRECTIVE_ACTIONS = ("reboot", "stop", "log", "none")
 EVENT_TYPES = (
@@ -38,141 +39,84 @@ MAX_INTERVAL_MS = 3_600_000
 MAX_SECS = 86_400
 
 
-def _str(max_len: int, choices: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {"kind": str, "max_len": max_len, "choices": choices}
-
-
-def _int(lo: int, hi: int) -> dict[str, Any]:
-    return {"kind": int, "lo": lo, "hi": hi}
-
-
 @dataclass(frozen=True)
 class Init:
     msg_type: ClassVar[str] = "init"
     direction: ClassVar[str] = "guest"
-    invocation_id: str = field(metadata=_str(64))
-    name: str = field(metadata=_str(64))
-    heartbeat_interval_ms: int = field(metadata=_int(1, MAX_INTERVAL_MS))
-    corrective_action: str = field(default="reboot", metadata=_str(16, CORRECTIVE_ACTIONS))
-    vote_secs: int = field(default=10, metadata=_int(0, MAX_SECS))
-    shutdown_notice_secs: int = field(default=10, metadata=_int(0, MAX_SECS))
-    suspend_notice_secs: int = field(default=10, metadata=_int(0, MAX_SECS))
-    resume_notice_secs: int = field(default=10, metadata=_int(0, MAX_SECS))
-    restart_secs: int = field(default=60, metadata=_int(0, MAX_SECS))
+    invocation_id: str = field(metadata=str_field(64))
+    name: str = field(metadata=str_field(64))
+    heartbeat_interval_ms: int = field(metadata=int_field(1, MAX_INTERVAL_MS))
+    corrective_action: str = field(default="reboot", metadata=str_field(16, CORRECTIVE_ACTIONS))
+    vote_secs: int = field(default=10, metadata=int_field(0, MAX_SECS))
+    shutdown_notice_secs: int = field(default=10, metadata=int_field(0, MAX_SECS))
+    suspend_notice_secs: int = field(default=10, metadata=int_field(0, MAX_SECS))
+    resume_notice_secs: int = field(default=10, metadata=int_field(0, MAX_SECS))
+    restart_secs: int = field(default=60, metadata=int_field(0, MAX_SECS))
 
 
 @dataclass(frozen=True)
 class InitAck:
     msg_type: ClassVar[str] = "init_ack"
     direction: ClassVar[str] = "host"
-    invocation_id: str = field(metadata=_str(64))
-    heartbeat_interval_ms: int = field(metadata=_int(1, MAX_INTERVAL_MS))
+    invocation_id: str = field(metadata=str_field(64))
+    heartbeat_interval_ms: int = field(metadata=int_field(1, MAX_INTERVAL_MS))
 
 
 @dataclass(frozen=True)
 class Challenge:
     msg_type: ClassVar[str] = "challenge"
     direction: ClassVar[str] = "host"
-    heartbeat_challenge: int = field(metadata=_int(0, U32 - 1))
+    heartbeat_challenge: int = field(metadata=int_field(0, U32 - 1))
 
 
 @dataclass(frozen=True)
 class ChallengeResponse:
     msg_type: ClassVar[str] = "challenge_response"
     direction: ClassVar[str] = "guest"
-    heartbeat_response: int = field(metadata=_int(0, U32 - 1))
-    heartbeat_health: str = field(metadata=_str(16, ("healthy", "unhealthy")))
-    corrective_action: str = field(default="reboot", metadata=_str(16, CORRECTIVE_ACTIONS))
-    log_msg: str = field(default="", metadata=_str(224))
+    heartbeat_response: int = field(metadata=int_field(0, U32 - 1))
+    heartbeat_health: str = field(metadata=str_field(16, ("healthy", "unhealthy")))
+    corrective_action: str = field(default="reboot", metadata=str_field(16, CORRECTIVE_ACTIONS))
+    log_msg: str = field(default="", metadata=str_field(224))
 
 
 @dataclass(frozen=True)
 class ActionNotify:
     msg_type: ClassVar[str] = "action_notify"
     direction: ClassVar[str] = "host"
-    invocation_id: str = field(metadata=_str(64))
-    event_type: str = field(metadata=_str(32, EVENT_TYPES))
-    notification_type: str = field(metadata=_str(16, ("revocable", "irrevocable")))
-    timeout_ms: int = field(metadata=_int(0, MAX_SECS * 1000))
+    invocation_id: str = field(metadata=str_field(64))
+    event_type: str = field(metadata=str_field(32, EVENT_TYPES))
+    notification_type: str = field(metadata=str_field(16, ("revocable", "irrevocable")))
+    timeout_ms: int = field(metadata=int_field(0, MAX_SECS * 1000))
 
 
 @dataclass(frozen=True)
 class ActionResponse:
     msg_type: ClassVar[str] = "action_response"
     direction: ClassVar[str] = "guest"
-    invocation_id: str = field(metadata=_str(64))
-    event_type: str = field(metadata=_str(32, EVENT_TYPES))
-    notification_type: str = field(metadata=_str(16, ("revocable", "irrevocable")))
-    vote_result: str = field(metadata=_str(16, ("accept", "reject", "complete", "timeout", "error")))
-    log_msg: str = field(default="", metadata=_str(224))
+    invocation_id: str = field(metadata=str_field(64))
+    event_type: str = field(metadata=str_field(32, EVENT_TYPES))
+    notification_type: str = field(metadata=str_field(16, ("revocable", "irrevocable")))
+    vote_result: str = field(metadata=str_field(16, ("accept", "reject", "complete", "timeout", "error")))
+    log_msg: str = field(default="", metadata=str_field(224))
 
 
 @dataclass(frozen=True)
 class Exit:
     msg_type: ClassVar[str] = "exit"
     direction: ClassVar[str] = "guest"
-    log_msg: str = field(default="", metadata=_str(224))
+    log_msg: str = field(default="", metadata=str_field(224))
 
 
 @dataclass(frozen=True)
 class Nack:
     msg_type: ClassVar[str] = "nack"
     direction: ClassVar[str] = "either"
-    log_msg: str = field(default="", metadata=_str(224))
-    orig_msg_type: str = field(default="", metadata=_str(64))
+    log_msg: str = field(default="", metadata=str_field(224))
+    orig_msg_type: str = field(default="", metadata=str_field(64))
 
 
-MESSAGES: dict[str, type[Any]] = {
-    cls.msg_type: cls
-    for cls in (Init, InitAck, Challenge, ChallengeResponse, ActionNotify, ActionResponse, Exit, Nack)
-}
-
-
-def parse(data: dict[str, Any], sender: str) -> Any:
-    """Build a message from a frame's `data`, checking every field against its table entry.
-
-    `sender` is "guest" or "host": a message that only the other side may send is refused.
-    """
-    msg_type = data.get("msg_type")
-    cls = MESSAGES.get(msg_type)  # type: ignore[arg-type]
-    if cls is None:
-        raise ProtocolError("unknown_msg_type", f"unknown heartbeat msg_type '{str(msg_type)[:32]}'",
-                            app="heartbeat", msg_type=str(msg_type)[:64], nack=True)
-    if cls.direction not in (sender, "either"):
-        raise ProtocolError("wrong_direction", f"'{msg_type}' is not sent by the {sender}",
-                            app="heartbeat", msg_type=msg_type)
-    values = {}
-    for f in fields(cls):
-        if f.name not in data:
-            if f.default is MISSING:
-                raise ProtocolError("missing_field", f"{msg_type} lacks '{f.name}'", app="heartbeat", msg_type=msg_type)
-            continue
-        values[f.name] = _check(msg_type, f.name, data[f.name], f.metadata)
-    return cls(**values)
-
-
-def _check(msg_type: str, name: str, value: Any, rule: Any) -> Any:
-    def bad(why: str) -> ProtocolError:
-        return ProtocolError("bad_field", f"{msg_type}.{name} {why}", app="heartbeat", msg_type=msg_type)
-
-    kind = rule["kind"]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise bad(f"must be {kind.__name__}, got {type(value).__name__}")
-    if kind is int and not rule["lo"] <= value <= rule["hi"]:
-        raise bad(f"must be in [{rule['lo']}, {rule['hi']}], got {value}")
-    if kind is str:
-        if len(value) > rule["max_len"]:
-            raise bad(f"longer than {rule['max_len']} characters")
-        if rule["choices"] and value not in rule["choices"]:
-            raise bad(f"must be one of {', '.join(rule['choices'])}, got '{value[:32]}'")
-    return value
-
-
-def to_data(msg: Any) -> dict[str, Any]:
-    data = {"msg_type": msg.msg_type}
-    for f in fields(msg):
-        data[f.name] = getattr(msg, f.name)
-    return data
+TABLE = Table("heartbeat", Init, InitAck, Challenge, ChallengeResponse, ActionNotify, ActionResponse, Exit, Nack)
+parse = TABLE.parse
 
 
 # ---- events -------------------------------------------------------------------------
