@@ -106,6 +106,26 @@ class Ack(BaseModel):
     id: str
 
 
-FromAgent = TypeAdapter(Annotated[Hello | FaultReport | RecoveredReport | StateReport | Result,
+class GroupMessage(BaseModel):
+    """What a guest sent in app `server_group` (already checked by its agent): best effort."""
+
+    type: Literal["group"] = "group"
+    instance_id: str
+    data: dict
+
+
+class Delivery(BaseModel):
+    instance_id: str
+    data: dict  # a `server_group` message for the instance's guest
+
+
+class Deliver(BaseModel):
+    """Server-group messages for guests of this host, best effort."""
+
+    type: Literal["deliver"] = "deliver"
+    items: list[Delivery]
+
+
+FromAgent = TypeAdapter(Annotated[Hello | FaultReport | RecoveredReport | StateReport | Result | GroupMessage,
                                   Field(discriminator="type")])
-ToAgent = TypeAdapter(Annotated[Welcome | Command | Ack, Field(discriminator="type")])
+ToAgent = TypeAdapter(Annotated[Welcome | Command | Ack | Deliver, Field(discriminator="type")])

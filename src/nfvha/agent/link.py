@@ -17,18 +17,20 @@ from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from ..control import Ack, Command, Hello, ToAgent, Welcome
+from ..control import Ack, Command, Deliver, Hello, ToAgent, Welcome
 
 log = logging.getLogger("nfvha.agent")
 
 
 class ControllerLink:
     def __init__(self, url: str, hello: Callable[[], Hello], on_welcome: Callable[[Welcome], Awaitable[None]],
-                 on_command: Callable[[Command], None], *, resend_after: float = 2.0) -> None:
+                 on_command: Callable[[Command], None], on_deliver: Callable[[Deliver], None], *,
+                 resend_after: float = 2.0) -> None:
         self.url = url
         self.hello = hello
         self.on_welcome = on_welcome
         self.on_command = on_command
+        self.on_deliver = on_deliver
         self.resend_after = resend_after
         self.unacked: dict[str, BaseModel] = {}
         self.connected = asyncio.Event()
@@ -80,6 +82,8 @@ class ControllerLink:
                     self._sent_at.pop(msg.id, None)
                 elif isinstance(msg, Command):
                     self.on_command(msg)
+                elif isinstance(msg, Deliver):
+                    self.on_deliver(msg)
             raise WebSocketException("controller closed the connection")
 
     async def _sender(self, ws) -> None:

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from ..control import (
     Command,
+    Deliver,
     FaultReport,
+    GroupMessage,
     Hello,
     InstanceSpec,
     InstanceStatus,
@@ -34,6 +36,8 @@ from ..control import (
 )
 from ..virt.base import Driver, DriverError, Exit
 from ..wire import heartbeat as hb
+from ..wire import server_group as sg
+from ..wire.messages import to_data
 from .link import ControllerLink
 from .session import ChannelSession
 
@@ -96,7 +100,8 @@ class Agent:
         self.config = config
         self.driver = make_driver(config, self._on_exit)
         self.instances: dict[str, Local] = {}
-        self.link = ControllerLink(config.controller, self._hello, self._on_welcome, self._on_command)
+        self.link = ControllerLink(config.controller, self._hello, self._on_welcome, self._on_command,
+                                   self._on_deliver)
         self._tg: asyncio.TaskGroup | None = None
 
     async def run(self) -> None:
@@ -293,9 +298,18 @@ class Agent:
             return
         self._fault(local, "instance_exit", ex.detail, "reboot", ex.at, ex.at)
 
+    def _on_deliver(self, msg: Deliver) -> None:
+        for item in msg.items:
+            local = self.instances.get(item.instance_id)
+            if local is not None and local.session is not None:
+                local.session.send("server_group", item.data)
+
     def _on_wire_event(self, iid: str, ev: object, now: float) -> None:
         local = self.instances.get(iid)
         if local is None:
+            return
+        if isinstance(ev, (sg.Broadcast, sg.StatusQuery)):
+            self.link.send(GroupMessage(instance_id=iid, data=to_data(ev)))
             return
         if isinstance(ev, hb.Registered):
             local.heartbeat, local.guest_exited = "waiting", False

@@ -25,6 +25,7 @@ class ChannelSession:
         self.connected = False
         self._kick = asyncio.Event()
         self._expect_stop = False
+        self._writer: asyncio.StreamWriter | None = None
 
     def kick(self) -> None:
         """The instance was (re)started: try to connect now instead of at the next backoff."""
@@ -39,6 +40,17 @@ class ChannelSession:
         self._expect_stop = expected
         if expected and self.chan is not None:
             self.chan.heartbeat.expecting_stop = True
+
+    def send(self, app: str, data: dict) -> bool:
+        """A message of the platform's own for the guest (server-group traffic); best effort."""
+        writer, chan = self._writer, self.chan
+        if writer is None or chan is None or writer.is_closing():
+            return False
+        if writer.transport.get_write_buffer_size() > MAX_BACKLOG:
+            chan.errors["write_backlog"] += 1
+            return False
+        writer.write(chan.writer.pack(app, data))
+        return True
 
     @property
     def errors(self) -> Counter[str]:
@@ -77,7 +89,7 @@ class ChannelSession:
         loop = asyncio.get_running_loop()
         chan = HostChannel(**self._opts)
         chan.heartbeat.expecting_stop = self._expect_stop
-        self.chan, self.connected = chan, True
+        self.chan, self.connected, self._writer = chan, True, writer
         timer: asyncio.TimerHandle | None = None
 
         def deliver(out: Output, now: float) -> None:
@@ -114,7 +126,7 @@ class ChannelSession:
             now = loop.time()
             events = chan.closed(now).events
             self._past_errors.update(chan.errors)
-            self.chan, self.connected = None, False
+            self.chan, self.connected, self._writer = None, False, None
             for ev in events:
                 self.sink(self.instance_id, ev, now)
             writer.close()

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from ..control import Ack, Command, FromAgent, Hello, Result, Welcome
+from ..control import Ack, Command, Deliver, Delivery, FromAgent, Hello, Result, Welcome
 
 log = logging.getLogger("nfvha.controller")
 COMMAND_TIMEOUT = 30.0  # a graceful stop takes up to 5 s; a restart a little more
@@ -27,7 +27,7 @@ class AgentConn:
         self.pending: dict[str, asyncio.Future[Result]] = {}
         self._send_lock = asyncio.Lock()
 
-    async def send(self, msg: Ack | Command | Welcome) -> None:
+    async def send(self, msg: Ack | Command | Welcome | Deliver) -> None:
         async with self._send_lock:
             await self.ws.send_text(msg.model_dump_json())
 
@@ -50,6 +50,16 @@ class AgentHub:
     def hosts(self) -> list[str]:
         """The hosts with an agent connected."""
         return list(self.conns)
+
+    async def deliver(self, items: dict[str, list[Delivery]]) -> None:
+        """Server-group messages, by host; a host without its agent now misses them (best effort)."""
+        for host, batch in items.items():
+            conn = self.conns.get(host)
+            if conn is not None and batch:
+                try:
+                    await conn.send(Deliver(items=batch))
+                except (WebSocketDisconnect, RuntimeError):
+                    pass  # it is going away
 
     async def call(self, host: str, cmd: Command) -> Result:
         conn = self.conns.get(host)

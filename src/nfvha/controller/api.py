@@ -17,6 +17,7 @@ from .. import __version__, clock
 from ..control import Command, InstanceStatus
 from ..store.models import Fault, Host, Instance, ServerGroup, Subscription
 from .agents import AgentUnavailableError
+from .groups import peer_view
 from .inventory import spec
 from .placement import PlacementError, choose_host
 from .schemas import (
@@ -126,6 +127,8 @@ def create_app(ctl: Controller) -> FastAPI:
             inst = await s.get(Instance, instance_id)
             if inst is not None:
                 await s.delete(inst)
+        if inst is not None and inst.server_group:
+            await ctl.groups.notify(peer_view(inst, "deleted"), inst.server_group)
         ctl.metrics.forget_instance(instance_id)
         return Response(status_code=204)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -10,15 +11,20 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from .. import clock
 from ..control import Hello, InstanceSpec, InstanceStatus, Welcome
 from ..store.models import Host, Instance
+from .groups import peer_view
 
 
 def spec(inst: Instance) -> InstanceSpec:
     return InstanceSpec(id=inst.id, name=inst.name, command=inst.command, vm=inst.vm, heartbeat=inst.heartbeat)
 
 
+PeerChange = Callable[[dict, str], Awaitable[None]]  # (the member's peer view, its group id)
+
+
 class Inventory:
-    def __init__(self, sessions: async_sessionmaker) -> None:
+    def __init__(self, sessions: async_sessionmaker, on_peer_change: PeerChange | None = None) -> None:
         self.sessions = sessions
+        self.on_peer_change = on_peer_change
 
     async def reset_hosts(self) -> None:
         """At start-up no agent is connected yet, whatever the store remembers."""
@@ -57,16 +63,22 @@ class Inventory:
 
     async def update(self, host: str, st: InstanceStatus) -> None:
         async with self.sessions() as s, s.begin():
-            await self._apply(s, host, st)
+            change = await self._apply(s, host, st)
+        if change is not None and self.on_peer_change is not None:
+            await self.on_peer_change(*change)
 
     @staticmethod
-    async def _apply(s, host: str, st: InstanceStatus) -> None:
+    async def _apply(s, host: str, st: InstanceStatus) -> tuple[dict, str] | None:
+        """Apply a state report; what the instance's server group sees of it, if that changed."""
         inst = await s.get(Instance, st.id)
         if inst is None or inst.host != host:
-            return  # deleted meanwhile, or a stale report from a host it left
+            return None  # deleted meanwhile, or a stale report from a host it left
+        before = peer_view(inst)["state"]
         inst.state, inst.heartbeat_status, inst.pid = st.state, st.heartbeat, st.pid
         inst.interval_ms, inst.protocol_errors = st.interval_ms, st.protocol_errors
         inst.updated_at = clock.now()
+        view = peer_view(inst)
+        return (view, inst.server_group) if inst.server_group and view["state"] != before else None
 
     async def disconnected(self, host: str) -> None:
         async with self.sessions() as s, s.begin():

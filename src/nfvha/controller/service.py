@@ -10,12 +10,13 @@ from pathlib import Path
 
 import uvicorn
 
-from ..control import FaultReport, Hello, RecoveredReport, StateReport, Welcome
+from ..control import FaultReport, GroupMessage, Hello, RecoveredReport, StateReport, Welcome
 from ..store.db import open_store
 from ..store.models import Event
 from .agents import AgentHub
 from .api import create_app
 from .events import LiveStream
+from .groups import GroupRouter
 from .inspector import Inspector
 from .inventory import Inventory
 from .metrics import Metrics
@@ -56,7 +57,13 @@ class Controller:
         self.notifier.wake()
         self.recovery.wake()
 
+    async def _on_peer_change(self, view: dict, group_id: str) -> None:
+        await self.groups.notify(view, group_id)
+
     async def _on_message(self, host: str, msg: object) -> bool:
+        if isinstance(msg, GroupMessage):
+            await self.groups.from_guest(host, msg)
+            return False
         if isinstance(msg, FaultReport):
             await self.inspector.record_fault(host, msg)
             return True
@@ -78,9 +85,10 @@ class Controller:
     async def run(self, host: str = "127.0.0.1", port: int = 7470) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         engine, self.sessions = await open_store(self.state_dir / "nfvha.db")
-        self.inventory = Inventory(self.sessions)
+        self.inventory = Inventory(self.sessions, self._on_peer_change)
         await self.inventory.reset_hosts()
         self.hub = AgentHub(self._on_hello, self._on_message, self.inventory.disconnected)
+        self.groups = GroupRouter(self.sessions, self.hub)
         self.metrics = Metrics(lambda: len(self.hub.conns))
         self.inspector = Inspector(self.sessions, self.metrics, self._on_event)
         self.recovery = Recovery(self.sessions, self.hub)

@@ -12,6 +12,7 @@ from ..wire.framing import ProtocolError
 from ..wire.heartbeat import CORRECTIVE_ACTIONS
 from .daemon import GuestConfig, GuestDaemon
 from .health import CommandCheck, HealthCheck, HttpCheck
+from .localapi import default_path
 
 
 def parser() -> argparse.ArgumentParser:
@@ -29,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--health-cmd", help="healthy iff this command exits 0 (shell-quoted)")
     check.add_argument("--health-http", help="healthy iff a GET of this URL answers 2xx")
     p.add_argument("--health-timeout-ms", type=int, default=2000)
+    p.add_argument("--api-socket", default=None,
+                   help="the local socket for server-group messaging ('none' to serve none; default: beside a "
+                        "unix channel, else /run/nfvha-guest.sock)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -44,10 +48,15 @@ def build(args: argparse.Namespace, health: HealthCheck | None = None) -> GuestD
                          vote_secs=args.vote_secs, verbose=args.verbose)
     if args.name:
         config.name = args.name
-    return GuestDaemon(args.channel, config, health)
+    api = args.api_socket or default_path(args.channel)
+    return GuestDaemon(args.channel, config, health, api_socket=None if api == "none" else api)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sg"]:
+        from .sgcli import main as sg_main
+        return sg_main(argv[1:])
     p = parser()
     args = p.parse_args(argv)
     try:

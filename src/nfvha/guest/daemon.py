@@ -18,8 +18,11 @@ import uuid
 from dataclasses import dataclass, field
 
 from ..wire import heartbeat
+from ..wire import server_group as sg
 from ..wire.channel import GuestChannel, Output
+from .group import GroupClient
 from .health import CallableCheck, CheckFn, HealthCheck, Result
+from .localapi import LocalApi
 from .transport import Transport, open_transport
 
 
@@ -43,7 +46,7 @@ class GuestConfig:
 
 class GuestDaemon:
     def __init__(self, channel: str, config: GuestConfig | None = None,
-                 health: HealthCheck | CheckFn | None = None) -> None:
+                 health: HealthCheck | CheckFn | None = None, api_socket: str | None = None) -> None:
         self.config = config or GuestConfig()
         if health is None:
             health = HealthCheck()
@@ -58,6 +61,8 @@ class GuestDaemon:
         self._stop: asyncio.Event | None = None
         self._exit_msg = "guest daemon stopping"
         self._checks: set[asyncio.Task] = set()
+        self.group = GroupClient(lambda msg: self._write(self.chan.send(msg)))
+        self.api = LocalApi(api_socket, self.group) if api_socket else None
         self._check: asyncio.Future | None = None  # the health check in flight
         self._last: Result = (True, "")  # the latest finished check's result
 
@@ -72,6 +77,8 @@ class GuestDaemon:
         self._wake, self._stop = asyncio.Event(), asyncio.Event()
         self._transport = open_transport(self.channel_spec, self._on_connect, self._on_data)
         await self._transport.start()
+        if self.api is not None:
+            await self.api.start()
         if handle_signals:
             loop.add_signal_handler(signal.SIGTERM, self.stop)
             loop.add_signal_handler(signal.SIGINT, self.stop)
@@ -90,6 +97,8 @@ class GuestDaemon:
             for task in self._checks:
                 task.cancel()
             await asyncio.gather(ticker, *self._checks, return_exceptions=True)
+            if self.api is not None:
+                await self.api.close()
             await self._transport.close()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
@@ -102,7 +111,9 @@ class GuestDaemon:
         if out.data and self._transport is not None:
             self._transport.write(out.data)
         for ev in out.events:
-            if isinstance(ev, heartbeat.ChallengeReceived):
+            if isinstance(ev, tuple(sg.TABLE.by_type.values())):
+                self.group.handle(ev)
+            elif isinstance(ev, heartbeat.ChallengeReceived):
                 task = asyncio.ensure_future(self._answer(ev.value))
                 self._checks.add(task)
                 task.add_done_callback(self._checks.discard)
