@@ -102,13 +102,19 @@ def test_the_guest_end_reads_what_the_platform_delivers():
         ["server_group", "server_group"]
 
 
-def test_a_flood_is_rate_limited_before_parsing():
+def test_a_heartbeat_flood_is_rate_limited():
     host = HostChannel(rate=100, burst=10)
     flood = b"".join(encode(Frame("heartbeat", {"msg_type": "nack"})) for _ in range(1000))
     host.receive_data(flood, 0.0)
     assert host.errors["rate_limited"] == 990 and host.frames_in == 10
     host.receive_data(encode(Frame("heartbeat", {"msg_type": "nack"})), 0.05)  # 5 tokens back
     assert host.frames_in == 11
+
+
+def test_a_flood_of_anything_is_limited_before_parsing():
+    host = HostChannel(frame_rate=100, frame_burst=10)
+    host.receive_data(b"".join(encode(Frame("chess", {"msg_type": "move"})) for _ in range(1000)), 0.0)
+    assert host.errors == {"frame_rate_limited": 990, "unknown_app": 10}
 
 
 def test_token_bucket_refills_at_its_rate_up_to_its_burst():

@@ -51,7 +51,7 @@ class _End:
                 self.errors[item.reason] += 1
                 continue
             if not self._allow(now):
-                self.errors["rate_limited"] += 1
+                self.errors["frame_rate_limited"] += 1
                 continue
             try:
                 step = self._handle(parse_frame(item), now)
@@ -80,16 +80,28 @@ class _End:
 class HostChannel(_End):
     sender = "guest"
 
+    """Three limits per guest: frames before parsing (a bound on the work a flood costs),
+    then heartbeat and server-group messages apart, so that a guest flooding broadcasts
+    loses broadcasts, not its own heartbeat."""
+
     def __init__(self, *, miss_threshold: int = 2, min_interval_ms: int = 50, max_interval_ms: int = 60_000,
-                 rate: float = 100.0, burst: float = 200.0, sg_rate: float = 20.0, sg_burst: float = 40.0) -> None:
+                 rate: float = 100.0, burst: float = 200.0, sg_rate: float = 20.0, sg_burst: float = 40.0,
+                 frame_rate: float = 2000.0, frame_burst: float = 4000.0) -> None:
         super().__init__()
         self.heartbeat = heartbeat.HostHeartbeat(miss_threshold=miss_threshold, min_interval_ms=min_interval_ms,
                                                  max_interval_ms=max_interval_ms)
-        self._bucket = TokenBucket(rate, burst)
+        self._frames = TokenBucket(frame_rate, frame_burst)
+        self._hb_bucket = TokenBucket(rate, burst)
         self._sg_bucket = TokenBucket(sg_rate, sg_burst)  # server-group traffic is low-bandwidth (SG-6)
 
     def _allow(self, now: float) -> bool:
-        return self._bucket.allow(now)
+        return self._frames.allow(now)
+
+    def _handle(self, frame: Frame, now: float) -> heartbeat.Step:
+        if frame.app == "heartbeat" and not self._hb_bucket.allow(now):
+            raise ProtocolError("rate_limited", "heartbeat messages over the rate limit", app="heartbeat",
+                                msg_type=frame.msg_type)
+        return super()._handle(frame, now)
 
     def _server_group(self, frame: Frame, now: float) -> heartbeat.Step:
         if not self._sg_bucket.allow(now):

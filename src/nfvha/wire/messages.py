@@ -67,11 +67,11 @@ class Table:
         if kind is int and not rule["lo"] <= value <= rule["hi"]:
             raise bad(f"must be in [{rule['lo']}, {rule['hi']}], got {value}")
         if kind is str:
-            if len(value) > rule["max_len"]:
-                raise bad(f"longer than {rule['max_len']} characters")
             if rule["max_bytes"] is not None and len(value.encode("utf-8", "surrogatepass")) > rule["max_bytes"]:
                 raise ProtocolError("oversized", f"{msg_type}.{name} is longer than {rule['max_bytes']} bytes "
                                     "in UTF-8", app=self.app, msg_type=msg_type, nack=True)
+            if len(value) > rule["max_len"]:
+                raise bad(f"longer than {rule['max_len']} characters")
             if rule["choices"] and value not in rule["choices"]:
                 raise bad(f"must be one of {', '.join(rule['choices'])}, got '{value[:32]}'")
         if kind is dict:
