@@ -91,6 +91,8 @@ class Command(BaseModel):
     spec: InstanceSpec | None = None
     kind: Literal["hang", "crash", "unhealthy"] | None = None
     graceful: bool = True
+    vote: bool = False  # stop/restart: ask the guest first (revocable); a reject refuses the command
+    notice: bool = False  # stop/restart: tell the guest, without asking (irrevocable)
 
 
 class Result(BaseModel):

@@ -1,6 +1,7 @@
 """A server-group member that attacks the group channel while it heartbeats properly:
 an oversized broadcast, a forged source_instance, bad fields, a wrong direction, then a
-broadcast flood at 1,000 per second for 3 seconds, then one well-formed broadcast "last"."""
+broadcast flood at 1,000 per second for 3 seconds, then one well-formed broadcast "last";
+and a vote answer nobody asked for."""
 
 import asyncio
 import json
@@ -21,6 +22,10 @@ async def attack(writer: asyncio.StreamWriter) -> None:
                  {"msg_type": "status_response", "seq": 1, "instance": {"id": "x"}},
                  {"msg_type": "status_query", "seq": "one"}):
         writer.write(frame(data))
+    # a vote nobody asked for
+    writer.write(b"\n" + json.dumps({"version": 1, "app": "heartbeat", "seq": 2, "data": {
+        "msg_type": "action_response", "invocation_id": "not-asked", "event_type": "stop",
+        "notification_type": "revocable", "vote_result": "reject"}}).encode() + b"\n")
     loop = asyncio.get_running_loop()
     end, k = loop.time() + 3.0, 0
     while loop.time() < end:  # 10 every 10 ms

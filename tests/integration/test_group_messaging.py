@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -122,7 +123,8 @@ def test_a_hostile_member_is_refused_counted_and_rate_limited(nfvha: Server):
         assert all(e["data"].startswith("flood") or e["data"] == "last" for e in got)
         assert len(got) <= 40 + 20 * 3 + 2, len(got)  # burst + rate × 3 s (+ the last, + rounding)
         errors = nfvha.instance(bad["id"])["protocol_errors"]
-        for reason in ("oversized", "forged_source", "bad_field", "wrong_direction", "sg_rate_limited"):
+        for reason in ("oversized", "forged_source", "bad_field", "wrong_direction", "sg_rate_limited",
+                       "unknown_vote"):
             assert errors.get(reason), f"{reason} not counted: {errors}"
         assert errors["sg_rate_limited"] > 2000
         for g in good:
@@ -130,3 +132,71 @@ def test_a_hostile_member_is_refused_counted_and_rate_limited(nfvha: Server):
         assert nfvha.faults(bad["id"]) == []  # its own heartbeat went on through the flood
     finally:
         listener.stop()
+
+
+class Voter:
+    """An application on a guest's local socket that answers every revocable action with `answer`."""
+
+    def __init__(self, srv: Server, iid: str, answer: str, reason: str = "") -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(api_socket(srv, iid))
+        self.sock.sendall(b'{"op": "listen", "votes": true}\n')
+        self.lines = self.sock.makefile("r")
+        assert json.loads(self.lines.readline())["ok"]
+        self.answer, self.reason = answer, reason
+        self.actions: list[dict] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        for line in self.lines:
+            ev = json.loads(line)
+            if ev.get("event") != "action":
+                continue
+            self.actions.append(ev)
+            if ev["notification_type"] == "revocable":
+                self.sock.sendall(json.dumps({"op": "vote", "invocation_id": ev["invocation_id"],
+                                              "result": self.answer, "reason": self.reason}).encode() + b"\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_guest_vetoes_a_stop_and_cannot_veto_its_repair(nfvha: Server):
+    [inst] = members(nfvha, 1, None)
+    iid = inst["id"]
+    voter = Voter(nfvha, iid, "reject", "draining 1200 calls")
+    try:
+        resp = nfvha.api.post(f"/v1/instances/{iid}/actions", json={"action": "stop"})
+        assert resp.status_code == 409 and "draining 1200 calls" in resp.text
+        assert nfvha.instance(iid)["state"] == "running"
+        assert [(a["event_type"], a["notification_type"]) for a in voter.actions] == [("stop", "revocable")]
+        # a fault's repair is only announced
+        nfvha.inject(iid, "unhealthy")
+        fault = nfvha.wait_fault(iid, lambda f: f["recovered_at"] is not None, timeout=20)
+        assert fault["recovery_action"] == "restart"
+        assert ("reboot", "irrevocable") in [(a["event_type"], a["notification_type"]) for a in voter.actions]
+    finally:
+        voter.close()
+    # no voter now (the restarted guest has none): silence is consent
+    nfvha.wait_heartbeating(iid)
+    resp = nfvha.api.post(f"/v1/instances/{iid}/actions", json={"action": "reboot"})
+    assert resp.status_code == 200 and resp.json()["state"] == "running", resp.text
+    nfvha.wait_heartbeating(iid)
+    assert len(nfvha.faults(iid)) == 1  # a platform action is no fault
+    voter = Voter(nfvha, iid, "reject", "busy")
+    try:
+        resp = nfvha.api.post(f"/v1/instances/{iid}/actions", json={"action": "stop", "force": True})
+        assert resp.status_code == 200 and resp.json()["state"] == "stopped", resp.text
+    finally:
+        voter.close()
+    assert nfvha.api.post(f"/v1/instances/{iid}/actions", json={"action": "start"}).json()["state"] == "running"
+    bad = nfvha.api.post(f"/v1/instances/{iid}/actions", json={"action": "explode"})
+    assert bad.status_code == 422 and "action" in bad.text
+    # a vote for an action nobody asked about is refused
+    with socket.socket(socket.AF_UNIX) as s:
+        nfvha.wait_heartbeating(iid)
+        wait_until(lambda: Path(api_socket(nfvha, iid)).exists(), what="the guest's local socket")
+        s.connect(api_socket(nfvha, iid))
+        s.sendall(b'{"op": "vote", "invocation_id": "nope", "result": "reject"}\n')
+        answer = json.loads(s.makefile("r").readline())
+        assert not answer["ok"] and "no open vote" in answer["error"]

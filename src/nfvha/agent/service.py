@@ -43,6 +43,13 @@ from .session import ChannelSession
 
 log = logging.getLogger("nfvha.agent")
 INJECTION_WINDOW = 30.0  # a fault this long after an injection is not the injection's
+MAX_VOTE_WAIT = 20.0  # seconds: a vote must end well within the controller's command timeout
+NOTICE_WAIT = 0.5  # seconds a responsive guest has to take note of an irrevocable action
+ACTION_EVENTS = {"stop": "stop", "restart": "reboot"}
+
+
+class VoteRejectedError(DriverError):
+    """The guest vetoed a revocable action; the message is its reason."""
 
 
 @dataclass
@@ -74,6 +81,7 @@ class Local:
     guest_exited: bool = False
     lost_timer: asyncio.TimerHandle | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    votes: dict[str, asyncio.Future] = field(default_factory=dict)  # by invocation id
 
 
 def make_driver(config: AgentConfig, on_exit: Callable[[str, Exit], None]) -> Driver:
@@ -172,6 +180,8 @@ class Agent:
         try:
             data = await self.execute(cmd)
             result = Result(id=cmd.id, ok=True, data=data or {})
+        except VoteRejectedError as exc:
+            result = Result(id=cmd.id, ok=False, error=str(exc), data={"rejected": True})
         except (DriverError, KeyError) as exc:
             result = Result(id=cmd.id, ok=False, error=str(exc))
         except Exception as exc:  # a bulkhead: one instance's failed command must not stop the agent
@@ -187,6 +197,14 @@ class Agent:
             if cmd.op == "remove":
                 return None
             raise KeyError(f"instance {cmd.instance_id} is not on host {self.config.host}")
+        if cmd.op in ACTION_EVENTS:
+            local = self.instances[cmd.instance_id]
+            if cmd.vote:
+                reason = await self.vote(local, ACTION_EVENTS[cmd.op])
+                if reason is not None:
+                    raise VoteRejectedError(f"rejected by the guest: {reason}")
+            elif cmd.notice:
+                await self.notice(local, ACTION_EVENTS[cmd.op])
         if cmd.op == "remove":
             await self.remove(cmd.instance_id)
         elif cmd.op == "restart":
@@ -199,6 +217,48 @@ class Agent:
             assert cmd.kind is not None
             return await self.inject(cmd.instance_id, cmd.kind)
         return self.status(self.instances[cmd.instance_id]).model_dump()
+
+    # ---- lifecycle votes and notices ----------------------------------------------------
+
+    def _registered(self, local: Local) -> hb.Init | None:
+        chan = local.session.chan if local.session else None
+        if chan is None or chan.heartbeat.state not in ("heartbeating", "faulted"):
+            return None
+        return chan.heartbeat.init
+
+    async def _notify(self, local: Local, event_type: str, kind: str, wait: float) -> hb.ActionResponse | None:
+        """Send `action_notify` and wait up to `wait` seconds for the guest's answer."""
+        assert local.session is not None
+        invocation = uuid.uuid4().hex
+        fut = local.votes[invocation] = asyncio.get_running_loop().create_future()
+        try:
+            local.session.send("heartbeat", to_data(hb.ActionNotify(invocation, event_type, kind,
+                                                                    round(wait * 1000))))
+            async with asyncio.timeout(wait):
+                return await fut
+        except TimeoutError:
+            return None
+        finally:
+            local.votes.pop(invocation, None)
+
+    async def vote(self, local: Local, event_type: str) -> str | None:
+        """Ask the guest whether `event_type` may happen: its reason if it rejects, None if it
+        accepts or stays silent for its `vote_secs` (silence is consent; so is no guest)."""
+        init = self._registered(local)
+        if init is None:
+            return None
+        answer = await self._notify(local, event_type, "revocable", min(init.vote_secs, MAX_VOTE_WAIT))
+        if answer is not None and answer.vote_result == "reject":
+            return answer.log_msg or "no reason given"
+        return None
+
+    async def notice(self, local: Local, event_type: str) -> None:
+        """Tell the guest what is about to happen, without asking (a repair it cannot veto).
+        A guest that still reads its channel gets a moment to take note; a silent one, none."""
+        if self._registered(local) is not None:
+            assert local.session is not None and local.session.chan is not None
+            wait = NOTICE_WAIT if local.session.chan.heartbeat.responsive else 0.0
+            await self._notify(local, event_type, "irrevocable", wait)
 
     async def ensure(self, spec: InstanceSpec) -> dict:
         local = self.instances.get(spec.id)
@@ -297,6 +357,7 @@ class Agent:
             self._publish(local)
             return
         self._fault(local, "instance_exit", ex.detail, "reboot", ex.at, ex.at)
+        self._publish(local)  # after the report: the fault is stored before the state that follows it
 
     def _on_deliver(self, msg: Deliver) -> None:
         for item in msg.items:
@@ -310,6 +371,13 @@ class Agent:
             return
         if isinstance(ev, (sg.Broadcast, sg.StatusQuery)):
             self.link.send(GroupMessage(instance_id=iid, data=to_data(ev)))
+            return
+        if isinstance(ev, hb.ActionResponse):
+            fut = local.votes.get(ev.invocation_id)
+            if fut is not None and not fut.done():
+                fut.set_result(ev)
+            elif local.session is not None and local.session.chan is not None:
+                local.session.chan.errors["unknown_vote"] += 1  # no vote of ours, or too late
             return
         if isinstance(ev, hb.Registered):
             local.heartbeat, local.guest_exited = "waiting", False

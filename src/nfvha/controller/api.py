@@ -21,6 +21,7 @@ from .groups import peer_view
 from .inventory import spec
 from .placement import PlacementError, choose_host
 from .schemas import (
+    ActionRequest,
     FaultInject,
     FaultOut,
     HostOut,
@@ -174,6 +175,22 @@ def create_app(ctl: Controller) -> FastAPI:
                                          "delete them first")
             await s.delete(group)
         return Response(status_code=204)
+
+    @app.post("/v1/instances/{instance_id}/actions")
+    async def act(instance_id: str, body: ActionRequest) -> InstanceOut:
+        async with ctl.sessions() as s:
+            inst = await get_instance(s, instance_id)
+        op = {"stop": "stop", "start": "start", "reboot": "restart"}[body.action]
+        cmd = Command(id="", op=op, instance_id=instance_id, vote=not body.force, notice=body.force)
+        try:
+            result = await ctl.hub.call(inst.host, cmd)
+        except AgentUnavailableError as exc:
+            raise HTTPException(503, str(exc)) from None
+        if not result.ok:
+            raise HTTPException(409 if result.data.get("rejected") else 422, result.error or f"{body.action} failed")
+        await ctl.inventory.update(inst.host, InstanceStatus.model_validate(result.data))
+        async with ctl.sessions() as s:
+            return InstanceOut.of(await get_instance(s, instance_id))
 
     @app.post("/v1/instances/{instance_id}/faults", status_code=202)
     async def inject_fault(instance_id: str, body: FaultInject) -> Injected:

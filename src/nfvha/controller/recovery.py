@@ -85,9 +85,9 @@ class Recovery:
     async def _act(self, fault_id: str, inst: Instance, action: str) -> None:
         try:
             if action == "restart":
-                cmd = Command(id="", op="restart", instance_id=inst.id, graceful=False)
+                cmd = Command(id="", op="restart", instance_id=inst.id, graceful=False, notice=True)
             else:
-                cmd = Command(id="", op="stop", instance_id=inst.id)
+                cmd = Command(id="", op="stop", instance_id=inst.id, notice=True)
             result = await self.hub.call(inst.host, cmd)
             error = result.error if not result.ok else None
         except AgentUnavailableError as exc:

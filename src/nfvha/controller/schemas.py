@@ -85,6 +85,14 @@ class InstanceOut(BaseModel):
                    created_at=iso(i.created_at), updated_at=iso(i.updated_at))
 
 
+class ActionRequest(Strict):
+    """A lifecycle action. The guest is asked first (`action_notify`, revocable) and may veto
+    it; `force` tells it without asking (irrevocable)."""
+
+    action: Literal["stop", "start", "reboot"]
+    force: bool = False
+
+
 class FaultInject(Strict):
     kind: Literal["hang", "crash", "unhealthy"]
 

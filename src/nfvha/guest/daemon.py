@@ -16,6 +16,7 @@ import socket
 import sys
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..wire import heartbeat
 from ..wire import server_group as sg
@@ -24,6 +25,7 @@ from .group import GroupClient
 from .health import CallableCheck, CheckFn, HealthCheck, Result
 from .localapi import LocalApi
 from .transport import Transport, open_transport
+from .votes import Votes
 
 
 @dataclass
@@ -62,7 +64,8 @@ class GuestDaemon:
         self._exit_msg = "guest daemon stopping"
         self._checks: set[asyncio.Task] = set()
         self.group = GroupClient(lambda msg: self._write(self.chan.send(msg)))
-        self.api = LocalApi(api_socket, self.group) if api_socket else None
+        self.votes = Votes()
+        self.api = LocalApi(api_socket, self.group, self.votes) if api_socket else None
         self._check: asyncio.Future | None = None  # the health check in flight
         self._last: Result = (True, "")  # the latest finished check's result
 
@@ -113,10 +116,10 @@ class GuestDaemon:
         for ev in out.events:
             if isinstance(ev, tuple(sg.TABLE.by_type.values())):
                 self.group.handle(ev)
+            elif isinstance(ev, heartbeat.ActionNotify):
+                self._track(self._vote(ev))
             elif isinstance(ev, heartbeat.ChallengeReceived):
-                task = asyncio.ensure_future(self._answer(ev.value))
-                self._checks.add(task)
-                task.add_done_callback(self._checks.discard)
+                self._track(self._answer(ev.value))
         if self._wake is not None:
             self._wake.set()
 
@@ -126,6 +129,16 @@ class GuestDaemon:
 
     def _on_data(self, data: bytes) -> None:
         self._write(self.chan.receive_data(data, self._now()))
+
+    def _track(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _vote(self, ev: heartbeat.ActionNotify) -> None:
+        response = await self.votes.decide(ev)
+        self._log(f"{ev.notification_type} {ev.event_type}: {response.vote_result} {response.log_msg}".rstrip())
+        self._write(self.chan.send(response))
 
     async def _answer(self, value: int) -> None:
         """Answer within half an interval, whatever the check does.

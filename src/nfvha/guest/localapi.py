@@ -7,6 +7,10 @@ JSON lines over a unix socket inside the guest; one request per line, one answer
     {"op": "listen"}                      -> {"ok": true}, then one line per event:
         {"event": "broadcast", "source_instance": "...", "data": "..."}
         {"event": "notification", "instance": {...}}
+    {"op": "listen", "votes": true}       -> the same, plus lifecycle actions to vote on:
+        {"event": "action", "invocation_id", "event_type", "notification_type", "timeout_ms"}
+    {"op": "vote", "invocation_id": "...", "result": "accept" | "reject", "reason": "..."}
+                                          -> {"ok": true} (before timeout_ms; silence accepts)
 
 A bad request is answered {"ok": false, "error": "..."} and the connection stays usable.
 `python -m nfvha.guest sg broadcast|status|listen` is a client of it.
@@ -20,6 +24,7 @@ import os
 from typing import Any
 
 from .group import GroupClient, GroupError
+from .votes import Votes
 
 MAX_REQUEST = 8192
 MAX_BACKLOG = 256 * 1024
@@ -36,11 +41,13 @@ def default_path(channel: str) -> str:
 
 
 class LocalApi:
-    def __init__(self, path: str, group: GroupClient) -> None:
+    def __init__(self, path: str, group: GroupClient, votes: Votes) -> None:
         self.path = path
         self.group = group
+        self.votes = votes
         self._server: asyncio.AbstractServer | None = None
         self._listeners: set[asyncio.StreamWriter] = set()
+        self._voters: dict[asyncio.StreamWriter, Any] = {}  # writer -> how to remove it as a voter
         self._conns: set[asyncio.Task] = set()
         group.on_broadcast(lambda source, data: self._publish(
             {"event": "broadcast", "source_instance": source, "data": data}))
@@ -63,11 +70,14 @@ class LocalApi:
             os.unlink(self.path)
 
     def _publish(self, event: dict[str, Any]) -> None:
-        line = json.dumps(event).encode() + b"\n"
         for w in list(self._listeners):
-            if w.is_closing() or w.transport.get_write_buffer_size() > MAX_BACKLOG:
-                continue  # a listener that reads nothing loses events, not the daemon's memory
-            w.write(line)
+            self._send(w, event)
+
+    @staticmethod
+    def _send(w: asyncio.StreamWriter, event: dict[str, Any]) -> None:
+        if w.is_closing() or w.transport.get_write_buffer_size() > MAX_BACKLOG:
+            return  # a listener that reads nothing loses events, not the daemon's memory
+        w.write(json.dumps(event).encode() + b"\n")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -89,6 +99,9 @@ class LocalApi:
             pass
         finally:
             self._listeners.discard(writer)
+            remove = self._voters.pop(writer, None)
+            if remove is not None:
+                remove()
             writer.close()
             if task is not None:
                 self._conns.discard(task)
@@ -110,6 +123,16 @@ class LocalApi:
                 return {"ok": True, "members": await self.group.status()}
             if op == "listen":
                 self._listeners.add(writer)
+                if req.get("votes") is True:
+                    remove = self.votes.add_remote(lambda event: self._send(writer, event))
+                    self._voters[writer] = remove
+                return {"ok": True}
+            if op == "vote":
+                inv, result = req.get("invocation_id"), req.get("result")
+                if not isinstance(inv, str) or result not in ("accept", "reject"):
+                    return {"ok": False, "error": "vote needs 'invocation_id' and 'result': accept or reject"}
+                if not self.votes.remote_vote(inv, result == "accept", str(req.get("reason", ""))[:224]):
+                    return {"ok": False, "error": f"no open vote {inv[:64]!r} (answered too late?)"}
                 return {"ok": True}
         except (ValueError, GroupError) as exc:
             return {"ok": False, "error": str(exc)}

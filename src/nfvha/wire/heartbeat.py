@@ -196,8 +196,9 @@ class HostHeartbeat:
             self.state = "exited"
             self._next_at = None
             step.events.append(Exited(msg.log_msg))
-        elif isinstance(msg, (ActionResponse, Nack)):
-            pass  # votes arrive with server-group messaging; a nack is diagnostic only
+        elif isinstance(msg, ActionResponse):
+            step.events.append(msg)  # a vote: the agent matches it to its action_notify
+        # a nack is diagnostic only
         return step
 
     def _on_init(self, msg: Init, now: float, step: Step) -> None:
@@ -271,6 +272,11 @@ class HostHeartbeat:
     def next_deadline(self) -> float | None:
         return self._next_at
 
+    @property
+    def responsive(self) -> bool:
+        """The guest answered its latest challenge (healthy or not): it reads the channel."""
+        return self._answered and self.state in ("heartbeating", "faulted")
+
 
 # ---- guest side ---------------------------------------------------------------------
 
@@ -307,6 +313,8 @@ class GuestHeartbeat:
             if self.state == "registered":
                 self._last_heard = now
                 step.events.append(ChallengeReceived(msg.heartbeat_challenge))
+        elif isinstance(msg, ActionNotify):
+            step.events.append(msg)  # the daemon asks its application, then answers
         return step
 
     def respond(self, value: int, healthy: bool, log_msg: str = "") -> Step:
