@@ -98,6 +98,7 @@ def create_app(ctl: Controller) -> FastAPI:
                             state="creating", heartbeat_status="disabled", protocol_errors={}, created_at=now,
                             updated_at=now)
             s.add(inst)
+        ctl.groups.invalidate()
         try:
             result = await ctl.hub.call(host, Command(id="", op="ensure", instance_id=inst.id, spec=spec(inst)))
             failure = None if result.ok else HTTPException(422, f"command: {result.error}")
@@ -106,6 +107,7 @@ def create_app(ctl: Controller) -> FastAPI:
         if failure is not None:  # the request changes nothing
             async with ctl.sessions() as s, s.begin():
                 await s.delete(await s.get(Instance, inst.id))
+            ctl.groups.invalidate()
             raise failure
         await ctl.inventory.update(host, InstanceStatus.model_validate(result.data))
         async with ctl.sessions() as s:
@@ -128,6 +130,7 @@ def create_app(ctl: Controller) -> FastAPI:
             inst = await s.get(Instance, instance_id)
             if inst is not None:
                 await s.delete(inst)
+        ctl.groups.invalidate()
         if inst is not None and inst.server_group:
             await ctl.groups.notify(peer_view(inst, "deleted"), inst.server_group)
         ctl.metrics.forget_instance(instance_id)

@@ -1,8 +1,9 @@
 """Server-group routing: guest → its agent → here → the agents of the other members → their guests.
 
 The platform stamps `source_instance`, a message never leaves its group, and a broadcast
-never returns to its sender. Membership and locations come from the store at each message:
-traffic is low-bandwidth (the agents rate-limit each guest), and the answer is always current.
+never returns to its sender. Broadcasts route from an in-memory copy of the memberships and
+locations (a store round trip per message would be most of the fan-out time); the API drops
+that copy whenever membership or a location changes. Status answers come from the store.
 """
 
 from __future__ import annotations
@@ -35,37 +36,50 @@ class GroupRouter:
         self.sessions = sessions
         self.hub = hub
         self.dropped: Counter[str] = Counter()  # by reason
+        self._routes: dict[str, tuple[str | None, str]] | None = None  # instance → (group, host)
+
+    def invalidate(self) -> None:
+        """Membership or a location changed: reload the routes at the next message."""
+        self._routes = None
+
+    async def _route_table(self) -> dict[str, tuple[str | None, str]]:
+        if self._routes is None:
+            async with self.sessions() as s:
+                rows = (await s.execute(select(Instance.id, Instance.server_group, Instance.host))).all()
+            self._routes = {iid: (group, host) for iid, group, host in rows}
+        return self._routes
 
     async def _members(self, s, group_id: str) -> list[Instance]:
         return list((await s.scalars(select(Instance).where(Instance.server_group == group_id)
                                      .order_by(Instance.created_at))).all())
 
     async def from_guest(self, host: str, msg: GroupMessage) -> None:
-        async with self.sessions() as s:
-            inst = await s.get(Instance, msg.instance_id)
-            if inst is None or inst.host != host:
-                self.dropped["unknown_instance"] += 1
-                return
-            if inst.server_group is None:
-                self.dropped["no_group"] += 1
-                nack = sg.Nack(orig_msg_type=str(msg.data.get("msg_type", ""))[:64],
-                               log_msg="this instance is in no server group")
-                await self.hub.deliver({host: [Delivery(instance_id=inst.id, data=to_data(nack))]})
-                return
-            members = await self._members(s, inst.server_group)
-        out: dict[str, list[Delivery]] = defaultdict(list)
+        routes = await self._route_table()
+        iid = msg.instance_id
+        group, at = routes.get(iid, (None, ""))
+        if at != host:
+            self.dropped["unknown_instance"] += 1  # deleted, or a stale message from a host it left
+            return
         kind = msg.data.get("msg_type")
+        if group is None:
+            self.dropped["no_group"] += 1
+            nack = sg.Nack(orig_msg_type=str(kind or "")[:64], log_msg="this instance is in no server group")
+            await self.hub.deliver({host: [Delivery(instance_id=iid, data=to_data(nack))]})
+            return
+        out: dict[str, list[Delivery]] = defaultdict(list)
         if kind == "broadcast":
             data = to_data(sg.BroadcastDelivery(data=str(msg.data.get("data", ""))[:sg.MAX_DATA_BYTES],
-                                                source_instance=inst.id))
-            for m in members:
-                if m.id != inst.id:
-                    out[m.host].append(Delivery(instance_id=m.id, data=data))
+                                                source_instance=iid))
+            for member, (g, member_host) in routes.items():
+                if g == group and member != iid:
+                    out[member_host].append(Delivery(instance_id=member, data=data))
         elif kind == "status_query":
             seq = int(msg.data.get("seq", 0))
-            out[host] = [Delivery(instance_id=inst.id, data=to_data(sg.StatusResponse(seq, peer_view(m))))
+            async with self.sessions() as s:
+                members = await self._members(s, group)
+            out[host] = [Delivery(instance_id=iid, data=to_data(sg.StatusResponse(seq, peer_view(m))))
                          for m in members]
-            out[host].append(Delivery(instance_id=inst.id, data=to_data(sg.StatusResponseDone(seq))))
+            out[host].append(Delivery(instance_id=iid, data=to_data(sg.StatusResponseDone(seq))))
         else:
             self.dropped["unroutable"] += 1
             return

@@ -79,6 +79,7 @@ class Controller:
 
     async def _on_hello(self, hello: Hello) -> Welcome:
         welcome = await self.inventory.hello(hello)
+        self.groups.invalidate()  # it may have adopted instances
         self.recovery.wake()
         return welcome
 
