@@ -7,7 +7,7 @@ a server group of `--members` real guest daemons spread over them (soft-anti-aff
 applications on the guests' local sockets. Times are this machine's clocks. Prints a final
 JSON line:
 - fanout: a broadcast written to one member's local socket → read by every other member's
-  application (target p99 ≤ 20 ms), senders in rotation;
+  application (target p99 ≤ 20 ms), senders in rotation, one broadcast every `--gap-ms`;
 - notification: a member's new state stored by the controller (its `updated_at`) → the
   notification read by every other member's application (target p99 ≤ 50 ms);
 - flood: one member broadcasting 1,000 per second for 10 s: what got through, the fan-out of
@@ -90,8 +90,8 @@ async def measure(srv: Server, ids: list[str], state: Path, args: argparse.Names
     apps = [App(i, str(state / f"agent-{srv.instance(i)['host']}" / "ch" / f"{i}.api")) for i in ids]
     for app in apps:
         await app.start()
-    await fanout(apps, 20, 0.02)  # warm-up
-    fan = await fanout(apps, args.broadcasts, 0.02)
+    await fanout(apps, 20, args.gap_ms / 1000)  # warm-up
+    fan = await fanout(apps, args.broadcasts, args.gap_ms / 1000)
 
     # notifications: stop and start members in rotation (forced: no vote to wait for)
     notif = []
@@ -153,6 +153,7 @@ def main() -> None:
     p.add_argument("--members", type=int, default=16)
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--broadcasts", type=int, default=300)
+    p.add_argument("--gap-ms", type=int, default=100, help="between broadcasts (the group's whole traffic)")
     p.add_argument("--changes", type=int, default=40, help="member state changes (stop, start, …)")
     p.add_argument("--flood-secs", type=float, default=10.0)
     args = p.parse_args()
@@ -173,6 +174,7 @@ def main() -> None:
                                for i in ids), what="local sockets")
         result = asyncio.run(measure(ctl, ids, state, args))
         print(json.dumps({"bench": "group_messaging", "members": args.members, "agents": args.agents,
+                          "gap_ms": args.gap_ms,
                           "fanout_target_p99_ms": 20, "notification_target_p99_ms": 50, **result}))
     finally:
         for agent in agents:
