@@ -59,8 +59,9 @@ def sock_path():
         yield str(Path(d) / "g.sock")
 
 
-async def run_daemon(path: str, health=None, interval_ms: int = 50) -> tuple[GuestDaemon, asyncio.Task]:
-    daemon = GuestDaemon(f"unix:{path}", GuestConfig(name="t", interval_ms=interval_ms), health)
+async def run_daemon(path: str, health=None, interval_ms: int = 50,
+                     api_socket: str | None = None) -> tuple[GuestDaemon, asyncio.Task]:
+    daemon = GuestDaemon(f"unix:{path}", GuestConfig(name="t", interval_ms=interval_ms), health, api_socket)
     task = asyncio.create_task(daemon.run(handle_signals=False))
     return daemon, task
 
@@ -74,6 +75,16 @@ async def test_daemon_registers_and_stays_healthy(sock_path):
     daemon.stop("bye")
     await host.pump(0.2)
     assert host.kinds()[-1] == "Exited" and host.events[-1].log_msg == "bye"
+    await task
+
+
+async def test_a_local_socket_that_cannot_be_made_costs_no_heartbeat(sock_path):
+    daemon, task = await run_daemon(sock_path, api_socket="/proc/nfvha-no-such-dir/api.sock")
+    host = Host(sock_path)
+    await host.connect()
+    await host.pump(0.5)
+    assert host.kinds() == ["Registered", "Healthy"] and daemon.api is None
+    daemon.stop()
     await task
 
 

@@ -81,7 +81,11 @@ class GuestDaemon:
         self._transport = open_transport(self.channel_spec, self._on_connect, self._on_data)
         await self._transport.start()
         if self.api is not None:
-            await self.api.start()
+            try:
+                await self.api.start()
+            except OSError as exc:  # heartbeating matters more than the local socket
+                print(f"nfvha-guest: no local socket at {self.api.path}: {exc}", file=sys.stderr, flush=True)
+                self.api = None
         if handle_signals:
             loop.add_signal_handler(signal.SIGTERM, self.stop)
             loop.add_signal_handler(signal.SIGINT, self.stop)

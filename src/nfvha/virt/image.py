@@ -49,6 +49,7 @@ done
 mkdir -p /host
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host || poweroff -f
 mount -t proc proc /host/proc; mount -t sysfs sys /host/sys; mount -t devtmpfs dev /host/dev
+mount -t tmpfs run /host/run  # the guest's own /run (the daemon's local socket lives there)
 ifconfig lo 127.0.0.1 up
 NAME=$(cat /sys/class/dmi/id/product_serial 2>/dev/null); hostname "${NAME:-nfvha-guest}"
 # the console: a shell for operators and tests (hvc-less: the first serial port)
