@@ -49,7 +49,9 @@ class App:
         if role != self.role:
             self.role = role
             print(f"{self.me[:8]}: {role} ({reason})", flush=True)
-        (self.dir / f"{self.me}.role").write_text(self.role)
+        tmp = self.dir / f"{self.me}.role.tmp"
+        tmp.write_text(self.role)
+        tmp.replace(self.dir / f"{self.me}.role")  # never seen half-written
 
     def on_notification(self, instance: dict) -> None:
         self.running[instance["id"]] = instance["state"] == "running"
