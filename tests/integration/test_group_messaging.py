@@ -88,6 +88,8 @@ def test_broadcast_status_and_notifications_stay_within_the_group(nfvha: Server)
         out = sg(nfvha, outsider["id"], "status")
         assert out.returncode == 1 and "in no server group" in out.stderr
         assert sg(nfvha, outsider["id"], "broadcast", "anyone?").returncode == 0
+        wait_until(lambda: 'nfvha_group_messages_total{result="no_group"} 2.0' in nfvha.api.get("/metrics").text,
+                   what="the outsider's messages counted as dropped")
 
         # a member's state changes: the others are told, the member itself is not
         nfvha.inject(b["id"], "crash")

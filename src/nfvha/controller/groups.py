@@ -8,9 +8,9 @@ that copy whenever membership or a location changes. Status answers come from th
 
 from __future__ import annotations
 
-import logging
-from collections import Counter, defaultdict
+from collections import defaultdict
 
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -22,8 +22,6 @@ from ..wire.messages import to_data
 from .agents import AgentHub
 from .events import iso
 
-log = logging.getLogger("nfvha.controller")
-
 
 def peer_view(inst: Instance, state: str | None = None) -> dict:
     """An instance as its peers see it: a heartbeat fault shows as state `fault`."""
@@ -32,10 +30,10 @@ def peer_view(inst: Instance, state: str | None = None) -> dict:
 
 
 class GroupRouter:
-    def __init__(self, sessions: async_sessionmaker, hub: AgentHub) -> None:
+    def __init__(self, sessions: async_sessionmaker, hub: AgentHub, counted: Counter) -> None:
         self.sessions = sessions
         self.hub = hub
-        self.dropped: Counter[str] = Counter()  # by reason
+        self.counted = counted  # by result: routed, or why it was dropped
         self._routes: dict[str, tuple[str | None, str]] | None = None  # instance → (group, host)
 
     def invalidate(self) -> None:
@@ -58,11 +56,11 @@ class GroupRouter:
         iid = msg.instance_id
         group, at = routes.get(iid, (None, ""))
         if at != host:
-            self.dropped["unknown_instance"] += 1  # deleted, or a stale message from a host it left
+            self.counted.labels("unknown_instance").inc()  # deleted, or a stale message from a host it left
             return
         kind = msg.data.get("msg_type")
         if group is None:
-            self.dropped["no_group"] += 1
+            self.counted.labels("no_group").inc()
             nack = sg.Nack(orig_msg_type=str(kind or "")[:64], log_msg="this instance is in no server group")
             await self.hub.deliver({host: [Delivery(instance_id=iid, data=to_data(nack))]})
             return
@@ -81,8 +79,9 @@ class GroupRouter:
                          for m in members]
             out[host].append(Delivery(instance_id=iid, data=to_data(sg.StatusResponseDone(seq))))
         else:
-            self.dropped["unroutable"] += 1
+            self.counted.labels("unroutable").inc()
             return
+        self.counted.labels("routed").inc()
         await self.hub.deliver(out)
 
     async def notify(self, subject: dict, group_id: str) -> None:

@@ -25,6 +25,8 @@ class Metrics:
         self.deliveries = Counter("nfvha_webhook_deliveries", "Webhook delivery attempts", ["result"], registry=r)
         self.protocol_errors = Gauge("nfvha_guest_protocol_errors", "Frames dropped per instance, by reason",
                                      ["instance", "reason"], registry=r)
+        self.group_messages = Counter("nfvha_group_messages", "Server-group messages routed or dropped",
+                                      ["result"], registry=r)
         Gauge("nfvha_agents_connected", "Agents connected to this controller",
               registry=r).set_function(agents_connected)
 
