@@ -25,7 +25,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from nfvha.hatest.harness import Server, guest_command, wait_until
+from nfvha.hatest.harness import Server, agent_dir, cluster, guest_command, wait_until
 from nfvha.hatest.measure import summary
 
 
@@ -87,7 +87,7 @@ def wall(iso: str) -> float:
 
 
 async def measure(srv: Server, ids: list[str], state: Path, args: argparse.Namespace) -> dict:
-    apps = [App(i, str(state / f"agent-{srv.instance(i)['host']}" / "ch" / f"{i}.api")) for i in ids]
+    apps = [App(i, str(api_socket(srv, state, i))) for i in ids]
     for app in apps:
         await app.start()
     await fanout(apps, 20, args.gap_ms / 1000)  # warm-up
@@ -148,6 +148,23 @@ async def measure(srv: Server, ids: list[str], state: Path, args: argparse.Names
                       "fanout_of_others_meanwhile": summary(during), "faults": false_faults}}
 
 
+def api_socket(ctl: Server, state: Path, iid: str) -> Path:
+    return agent_dir(state, ctl.instance(iid)["host"]) / "ch" / f"{iid}.api"
+
+
+def run(ctl: Server, state: Path, args: argparse.Namespace) -> None:
+    group = ctl.api.post("/v1/server-groups", json={"name": "bench", "policy": "soft-anti-affinity"}).json()
+    ids = [ctl.create(f"m{k}", guest_command(f"m{k}", 1000), server_group=group["id"])["id"]
+           for k in range(args.members)]
+    for iid in ids:
+        ctl.wait_heartbeating(iid, 30)
+    wait_until(lambda: all(api_socket(ctl, state, i).exists() for i in ids), what="local sockets")
+    result = asyncio.run(measure(ctl, ids, state, args))
+    print(json.dumps({"bench": "group_messaging", "members": args.members, "agents": args.agents,
+                      "gap_ms": args.gap_ms,
+                      "fanout_target_p99_ms": 20, "notification_target_p99_ms": 50, **result}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--members", type=int, default=16)
@@ -158,28 +175,10 @@ def main() -> None:
     p.add_argument("--flood-secs", type=float, default=10.0)
     args = p.parse_args()
     state = Path(tempfile.mkdtemp(prefix="nfvha-bench-", dir="/tmp"))
-    ctl = Server(["controller", "--api", "127.0.0.1:0", "--state-dir", str(state / "ctl")], state)
-    hosts = [f"h{k + 1}" for k in range(args.agents)]
-    agents = [Server(["agent", "--controller", ctl.url, "--host", h, "--state-dir", str(state / f"agent-{h}")],
-                     state, url_pattern=None) for h in hosts]
     try:
-        wait_until(lambda: {h["name"] for h in ctl.api.get("/v1/hosts").json() if h["connected"]} == set(hosts),
-                   what="agents connected")
-        group = ctl.api.post("/v1/server-groups", json={"name": "bench", "policy": "soft-anti-affinity"}).json()
-        ids = [ctl.create(f"m{k}", guest_command(f"m{k}", 1000), server_group=group["id"])["id"]
-               for k in range(args.members)]
-        for iid in ids:
-            ctl.wait_heartbeating(iid, 30)
-        wait_until(lambda: all((state / f"agent-{ctl.instance(i)['host']}" / "ch" / f"{i}.api").exists()
-                               for i in ids), what="local sockets")
-        result = asyncio.run(measure(ctl, ids, state, args))
-        print(json.dumps({"bench": "group_messaging", "members": args.members, "agents": args.agents,
-                          "gap_ms": args.gap_ms,
-                          "fanout_target_p99_ms": 20, "notification_target_p99_ms": 50, **result}))
+        with cluster(state, [f"h{k + 1}" for k in range(args.agents)]) as ctl:
+            run(ctl, state, args)
     finally:
-        for agent in agents:
-            agent.stop()
-        ctl.stop()
         shutil.rmtree(state, ignore_errors=True)
 
 

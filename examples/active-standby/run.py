@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nfvha.hatest.harness import Server, wait_until
+from nfvha.hatest.harness import Server, cluster, wait_until
 
 APP = Path(__file__).with_name("app.py")
 
@@ -34,41 +34,38 @@ def single_active(state: Path, ids: list[str], seconds: float, what: str) -> Non
 
 def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="nfvha-example-", dir="/tmp"))
-    ctl = Server(["controller", "--api", "127.0.0.1:0", "--state-dir", str(state / "ctl")], state)
-    agents = [Server(["agent", "--controller", ctl.url, "--host", h, "--state-dir", str(state / h)], state,
-                     url_pattern=None) for h in ("h1", "h2")]
     try:
-        wait_until(lambda: len([h for h in ctl.api.get("/v1/hosts").json() if h["connected"]]) == 2,
-                   what="two hosts")
-        group = ctl.api.post("/v1/server-groups", json={"name": "pair", "policy": "anti-affinity"}).json()
-        command = [sys.executable, str(APP), "--state-dir", str(state)]
-        insts = [ctl.create(name, command, server_group=group["id"]) for name in ("vnf-a", "vnf-b")]
-        ids = [i["id"] for i in insts]
-        print(f"group 'pair' (anti-affinity): {insts[0]['name']} on {insts[0]['host']}, "
-              f"{insts[1]['name']} on {insts[1]['host']}")
-        for i in ids:
-            ctl.wait_heartbeating(i)
-        wait_until(lambda: roles(state, ids).count("active") == 1, 15, "one active")
-        single_active(state, ids, 3, "both run")
-
-        (state / "tenant-down").touch()
-        print("tenant network cut")
-        single_active(state, ids, 3, "the tenant network is cut")
-
-        active = ids[roles(state, ids).index("active")]
-        ctl.inject(active, "crash")
-        print(f"crashed the active one ({active[:8]})")
-        wait_until(lambda: roles(state, ids)[1 - ids.index(active)] == "active", 10, "the standby taking over")
-        ctl.wait_fault(active, lambda f: f["recovered_at"] is not None, timeout=20)
-        wait_until(lambda: roles(state, ids).count("active") == 1, 10, "one active after recovery")
-        single_active(state, ids, 3, "the crashed one is back")
-        print("PASS")
-        return 0
+        with cluster(state, ["h1", "h2"]) as ctl:
+            return scenario(ctl, state)
     finally:
-        for agent in agents:
-            agent.stop()
-        ctl.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def scenario(ctl: Server, state: Path) -> int:
+    group = ctl.api.post("/v1/server-groups", json={"name": "pair", "policy": "anti-affinity"}).json()
+    command = [sys.executable, str(APP), "--state-dir", str(state)]
+    insts = [ctl.create(name, command, server_group=group["id"]) for name in ("vnf-a", "vnf-b")]
+    ids = [i["id"] for i in insts]
+    print(f"group 'pair' (anti-affinity): {insts[0]['name']} on {insts[0]['host']}, "
+          f"{insts[1]['name']} on {insts[1]['host']}")
+    for i in ids:
+        ctl.wait_heartbeating(i)
+    wait_until(lambda: roles(state, ids).count("active") == 1, 15, "one active")
+    single_active(state, ids, 3, "both run")
+
+    (state / "tenant-down").touch()
+    print("tenant network cut")
+    single_active(state, ids, 3, "the tenant network is cut")
+
+    active = ids[roles(state, ids).index("active")]
+    ctl.inject(active, "crash")
+    print(f"crashed the active one ({active[:8]})")
+    wait_until(lambda: roles(state, ids)[1 - ids.index(active)] == "active", 10, "the standby taking over")
+    ctl.wait_fault(active, lambda f: f["recovered_at"] is not None, timeout=20)
+    wait_until(lambda: roles(state, ids).count("active") == 1, 10, "one active after recovery")
+    single_active(state, ids, 3, "the crashed one is back")
+    print("PASS")
+    return 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nfvha.hatest.harness import Server, guest_command, wait_until
+from nfvha.hatest.harness import Server, cluster, guest_command
 
 
 def test_server_group_contract_membership_and_bad_requests(nfvha: Server):
@@ -45,12 +45,7 @@ def test_server_group_contract_membership_and_bad_requests(nfvha: Server):
 
 
 def test_placement_follows_the_group_policy_across_hosts(state_dir: Path):
-    ctl = Server(["controller", "--api", "127.0.0.1:0", "--state-dir", str(state_dir / "ctl")], state_dir)
-    agents = [Server(["agent", "--controller", ctl.url, "--host", h, "--state-dir", str(state_dir / h)],
-                     state_dir, url_pattern=None) for h in ("h1", "h2")]
-    try:
-        wait_until(lambda: {h["name"] for h in ctl.api.get("/v1/hosts").json() if h["connected"]} == {"h1", "h2"},
-                   what="both agents connected")
+    with cluster(state_dir, ["h1", "h2"]) as ctl:
         apart = ctl.api.post("/v1/server-groups", json={"name": "apart", "policy": "anti-affinity"}).json()
         together = ctl.api.post("/v1/server-groups", json={"name": "together", "policy": "affinity"}).json()
         hosts = [ctl.create(f"p{k}", guest_command(f"p{k}"), server_group=apart["id"])["host"] for k in (1, 2)]
@@ -67,7 +62,3 @@ def test_placement_follows_the_group_policy_across_hosts(state_dir: Path):
         assert resp.status_code == 422 and "affinity" in resp.text
         members = ctl.api.get(f"/v1/server-groups/{apart['id']}").json()["members"]
         assert {m["name"] for m in members} == {"p1", "p2"}
-    finally:
-        for agent in agents:
-            agent.stop()
-        ctl.stop()

@@ -11,7 +11,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -96,6 +97,28 @@ class Server:
         """The first fault of the instance for which `done` holds."""
         return wait_until(lambda: next((f for f in self.faults(iid) if done(f)), None), timeout,
                           f"a fault of {iid}")  # type: ignore[return-value]
+
+
+def agent_dir(state: Path, host: str) -> Path:
+    return state / f"agent-{host}"
+
+
+@contextmanager
+def cluster(state: Path, hosts: list[str]) -> Iterator[Server]:
+    """`nfvha controller` and one `nfvha agent` per host name, all connected; yields the controller."""
+    ctl = Server(["controller", "--api", "127.0.0.1:0", "--state-dir", str(state / "ctl")], state)
+    agents: list[Server] = []
+    try:
+        for h in hosts:
+            agents.append(Server(["agent", "--controller", ctl.url, "--host", h, "--state-dir",
+                                  str(agent_dir(state, h))], state, url_pattern=None))
+        wait_until(lambda: {h["name"] for h in ctl.api.get("/v1/hosts").json() if h["connected"]} == set(hosts),
+                   what="every agent connected")
+        yield ctl
+    finally:
+        for agent in agents:
+            agent.stop()
+        ctl.stop()
 
 
 class Receiver:
