@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 
 from .. import __version__, clock
-from ..control import Command, InstanceStatus
+from ..control import Command, InstanceStatus, Result
 from ..store.models import Fault, Host, Instance, ServerGroup, Subscription
 from .agents import AgentUnavailableError
 from .groups import peer_view
@@ -158,20 +158,21 @@ def create_app(ctl: Controller) -> FastAPI:
             groups = (await s.scalars(select(ServerGroup).order_by(ServerGroup.created_at))).all()
             return [await group_out(s, g) for g in groups]
 
+    async def get_group(s, group_id: str) -> ServerGroup:
+        group = await s.get(ServerGroup, group_id)
+        if group is None:
+            raise HTTPException(404, f"no server group with id {group_id}")
+        return group
+
     @app.get("/v1/server-groups/{group_id}")
     async def get_server_group(group_id: str) -> ServerGroupOut:
         async with ctl.sessions() as s:
-            group = await s.get(ServerGroup, group_id)
-            if group is None:
-                raise HTTPException(404, f"no server group with id {group_id}")
-            return await group_out(s, group)
+            return await group_out(s, await get_group(s, group_id))
 
     @app.delete("/v1/server-groups/{group_id}", status_code=204)
     async def delete_server_group(group_id: str) -> Response:
         async with ctl.sessions() as s, s.begin():
-            group = await s.get(ServerGroup, group_id)
-            if group is None:
-                raise HTTPException(404, f"no server group with id {group_id}")
+            group = await get_group(s, group_id)
             members = (await s.scalars(select(Instance.name).where(Instance.server_group == group_id))).all()
             if members:
                 raise HTTPException(409, f"server group {group.name} has members ({', '.join(members)}): "
@@ -179,16 +180,19 @@ def create_app(ctl: Controller) -> FastAPI:
             await s.delete(group)
         return Response(status_code=204)
 
+    async def call_agent(host: str, cmd: Command) -> Result:
+        try:
+            return await ctl.hub.call(host, cmd)
+        except AgentUnavailableError as exc:
+            raise HTTPException(503, str(exc)) from None
+
     @app.post("/v1/instances/{instance_id}/actions")
     async def act(instance_id: str, body: ActionRequest) -> InstanceOut:
         async with ctl.sessions() as s:
             inst = await get_instance(s, instance_id)
         op = {"stop": "stop", "start": "start", "reboot": "restart"}[body.action]
         cmd = Command(id="", op=op, instance_id=instance_id, vote=not body.force, notice=body.force)
-        try:
-            result = await ctl.hub.call(inst.host, cmd)
-        except AgentUnavailableError as exc:
-            raise HTTPException(503, str(exc)) from None
+        result = await call_agent(inst.host, cmd)
         if not result.ok:
             raise HTTPException(409 if result.data.get("rejected") else 422, result.error or f"{body.action} failed")
         await ctl.inventory.update(inst.host, InstanceStatus.model_validate(result.data))
@@ -201,11 +205,7 @@ def create_app(ctl: Controller) -> FastAPI:
             inst = await get_instance(s, instance_id)
         if inst.state != "running":
             raise HTTPException(409, f"instance {inst.name} is {inst.state}, not running")
-        try:
-            result = await ctl.hub.call(inst.host, Command(id="", op="inject", instance_id=instance_id,
-                                                           kind=body.kind))
-        except AgentUnavailableError as exc:
-            raise HTTPException(503, str(exc)) from None
+        result = await call_agent(inst.host, Command(id="", op="inject", instance_id=instance_id, kind=body.kind))
         if not result.ok:
             raise HTTPException(409, result.error or "injection failed")
         return Injected(instance_id=instance_id, kind=body.kind)

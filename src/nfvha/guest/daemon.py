@@ -118,7 +118,7 @@ class GuestDaemon:
         if out.data and self._transport is not None:
             self._transport.write(out.data)
         for ev in out.events:
-            if isinstance(ev, tuple(sg.TABLE.by_type.values())):
+            if getattr(ev, "app", None) == sg.TABLE.app:
                 self.group.handle(ev)
             elif isinstance(ev, heartbeat.ActionNotify):
                 self._track(self._vote(ev))
@@ -134,10 +134,12 @@ class GuestDaemon:
     def _on_data(self, data: bytes) -> None:
         self._write(self.chan.receive_data(data, self._now()))
 
-    def _track(self, coro: Any) -> None:
+    def _track(self, coro: Any) -> asyncio.Future:
+        """Run a task the daemon awaits (or cancels) when it stops."""
         task = asyncio.ensure_future(coro)
         self._checks.add(task)
         task.add_done_callback(self._checks.discard)
+        return task
 
     async def _vote(self, ev: heartbeat.ActionNotify) -> None:
         response = await self.votes.decide(ev)
@@ -154,8 +156,7 @@ class GuestDaemon:
             healthy, msg = False, self.forced_unhealthy
         else:
             if self._check is None or self._check.done():
-                self._check = asyncio.ensure_future(self.health.check(self.health.timeout))
-                self._checks.add(self._check)
+                self._check = self._track(self.health.check(self.health.timeout))
                 self._check.add_done_callback(self._checked)
             try:
                 healthy, msg = await asyncio.wait_for(asyncio.shield(self._check), self.chan.heartbeat.interval * 0.5)
@@ -164,7 +165,6 @@ class GuestDaemon:
         self._write(self.chan.respond(value, healthy, msg))
 
     def _checked(self, check: asyncio.Future) -> None:
-        self._checks.discard(check)  # type: ignore[arg-type]
         if not check.cancelled():
             self._last = check.result()
 

@@ -59,12 +59,19 @@ def console_log(state_dir: Path, instance_id: str, tail: int = 3000) -> str:
     return path.read_text(errors="replace")[-tail:] if path.exists() else f"(no console log at {path})"
 
 
-def console(path: Path, command: str) -> None:
-    """Type a command at the reference guest's shell on its serial console."""
+def console(path: Path, command: str, timeout: float = 10.0) -> None:
+    """Type a command at the reference guest's shell on its serial console; return once the
+    guest's terminal has echoed it (it has read the line)."""
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(path))
+        s.settimeout(timeout)
         s.sendall(command.encode() + b"\n")
-        time.sleep(0.2)  # let QEMU pass it on before the connection goes
+        seen = b""
+        while command.encode() not in seen:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise ConnectionError(f"console {path} closed before echoing {command!r}")
+            seen = seen[-4096:] + chunk
 
 
 def restart_libvirtd() -> None:

@@ -58,7 +58,8 @@ setsid sh -c 'while true; do sh </dev/ttyS0 >/dev/ttyS0 2>&1; done' &
 # let the guest daemon say `exit`, then power off
 for e in /sys/class/input/event*; do
   [ "$(cat $e/device/name 2>/dev/null)" = "Power Button" ] || continue
-  (head -c 1 /dev/input/${e##*/} >/dev/null && kill -TERM $(cat /guest.pid) && sleep 0.5; poweroff -f) &
+  (head -c 1 /dev/input/${e##*/} >/dev/null && pid=$(cat /guest.pid) && kill -TERM $pid &&
+   for i in $(seq 40); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done; poweroff -f) &
 done
 # the demo VNF with its guest daemon (pid in /guest.pid), restarted whenever it ends
 while true; do
