@@ -163,14 +163,26 @@ async def _ensure_demo(url: str, n: int, interval_ms: int, vm: dict | None = Non
 def controller(api: Annotated[str, typer.Option(help="HOST:PORT to serve the API on")] = DEFAULT_API,
                state_dir: StateOpt = None,  # type: ignore[assignment]
                sla: Annotated[str, typer.Option(help="SAL1 | SAL2 | SAL3: the level faults are judged by")] = "SAL1",
+               fence: Annotated[str, typer.Option(help="none | ipmi | netns: how a failed host is confirmed off "
+                                                       "before its instances move (none: they never move)")] = "none",
+               fence_config: Annotated[Path | None, typer.Option(help="ipmi: JSON file of the hosts' BMCs")] = None,
+               fence_netns_prefix: Annotated[str, typer.Option(help="netns: host H is namespace PREFIX+H")] = "nfvha-",
+               suspect_after: Annotated[float, typer.Option(min=0.05, help="seconds of a host's silence before "
+                                                                           "it is probed")] = 0.4,
+               probe_window: Annotated[float, typer.Option(min=0.05, help="seconds a host's hostmon has to "
+                                                                          "answer")] = 0.3,
                verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """Run the controller alone (agents connect to it)."""
+    from .controller.fencing import make_fence
+    from .controller.liveness import LivenessConfig
     from .controller.service import Controller
 
     _logging(verbose)
     host, port = split_hostport(api)
     try:
-        ctl = Controller(state_dir or default_state_dir(), sla=sla)
+        ctl = Controller(state_dir or default_state_dir(), sla=sla,
+                         fence=make_fence(fence, fence_config, fence_netns_prefix),
+                         liveness=LivenessConfig(suspect_after=suspect_after, probe_window=probe_window))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -192,9 +204,18 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
           miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
           driver: DriverOpt = "process", accel: AccelOpt = "tcg", libvirt_uri: UriOpt = "qemu:///system",
           allow_host_root: HostRootOpt = False,
+          probe: Annotated[str | None, typer.Option(help="HOST:PORT where this host's `nfvha hostmon` answers "
+                                                         "(on a network other than the controller's)")] = None,
+          capacity: Annotated[int | None, typer.Option(min=0, help="instances this host can run (default: no "
+                                                                   "limit, or what an operator set)")] = None,
+          beat_interval: Annotated[float, typer.Option(min=0.02, max=5.0, help="seconds between this host's "
+                                                                               "heartbeats")] = 0.1,
           verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Run an agent for this host. Its instances stop with it, but for the libvirt driver's
-    adopted domains (the operator's own), which keep running."""
+    """Run an agent for this host. Its instances stop with it (SIGTERM), but for the libvirt
+    driver's adopted domains (the operator's own), which keep running; instances that outlive
+    a killed agent are adopted by the next one."""
+    if probe is not None:
+        split_hostport(probe)
     from .agent.service import Agent, AgentConfig
 
     _logging(verbose)
@@ -202,11 +223,31 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
     base = api_url(controller).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     cfg = AgentConfig(host=host, state_dir=state_dir or default_state_dir() / "agent",
                       controller=f"{base}/v1/agent", miss_threshold=miss_threshold, driver=driver, accel=accel,
-                      libvirt_uri=libvirt_uri, allow_host_root=allow_host_root)
+                      libvirt_uri=libvirt_uri, allow_host_root=allow_host_root, probe=probe, capacity=capacity,
+                      beat_interval=beat_interval)
 
     async def main() -> None:
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(Agent(cfg).run())
+            await _until_signalled()
+            task.cancel()
+
+    _serve(main)
+
+
+@app.command()
+def hostmon(listen: Annotated[str, typer.Option(help="HOST:PORT to answer probes on: this host's address on "
+                                                     "a network other than the controller's")]) -> None:
+    """Answer the controller's liveness probes for this host: its second witness, apart from the
+    agent, so that a dead agent is told from a dead host. Run it beside the agent (`--probe`)."""
+    from . import hostmon as mon
+
+    host, port = split_hostport(listen)
+
+    async def main() -> None:
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(mon.serve(host, port))
+            print(f"nfvha hostmon answering on {host}:{port}", flush=True)
             await _until_signalled()
             task.cancel()
 
@@ -290,10 +331,13 @@ def status(api: ApiOpt = DEFAULT_API) -> None:
     """Hosts, instances and recent faults."""
     hosts = _get(api, "/v1/hosts")
     t = Table(title="hosts")
-    for col in ("name", "driver", "connected", "last seen"):
+    for col in ("name", "state", "driver", "segment", "instances", "last seen"):
         t.add_column(col)
     for h in hosts:  # type: ignore[union-attr]
-        t.add_row(h["name"], h["driver"], "yes" if h["connected"] else "[red]no[/]", (h["last_seen"] or "")[11:19])
+        state = h["state"] if h["state"] == "up" else f"[red]{h['state']}[/]"
+        t.add_row(h["name"], state, h["driver"], h["segment"] + (" (reserved)" if h["reserved"] else ""),
+                  f"{h['instances']}/{'-' if h['capacity'] is None else h['capacity']}",
+                  (h["last_seen"] or "")[11:19])
     console.print(t)
     t = Table(title="instances")
     for col in ("name", "id", "host", "state", "heartbeat", "interval", "pid", "protocol errors"):

@@ -1,7 +1,8 @@
 """Messages between agents and the controller, JSON over one WebSocket per agent (/v1/agent).
 
-Agent → controller: hello, fault and recovered reports (acked once stored, re-sent until
-then; ids make them idempotent), instance state, command results.
+Agent → controller: hello, the host's heartbeat (`beat`, every 100 ms), fault and recovered
+reports (acked once stored, re-sent until then; ids make them idempotent), instance state,
+command results.
 Controller → agent: welcome (the instances this host should run), commands, acks.
 Times are the sender's monotonic clock; `sent_mono` lets the receiver map them onto its own.
 """
@@ -49,6 +50,14 @@ class Hello(BaseModel):
     driver: str
     instances: list[InstanceStatus]
     discovered: dict[str, bool] = {}  # libvirt domains marked as nfvha instances: name → heartbeat
+    probe: str | None = None  # HOST:PORT where this host's `nfvha hostmon` answers, on a second network
+    capacity: int | None = None  # instances this host can run, if the agent was told
+
+
+class HostBeat(BaseModel):
+    """The agent is alive (sent every `beat_interval`); any other message counts as one too."""
+
+    type: Literal["beat"] = "beat"
 
 
 class Welcome(BaseModel):
@@ -128,6 +137,6 @@ class Deliver(BaseModel):
     items: list[Delivery]
 
 
-FromAgent = TypeAdapter(Annotated[Hello | FaultReport | RecoveredReport | StateReport | Result | GroupMessage,
-                                  Field(discriminator="type")])
+FromAgent = TypeAdapter(Annotated[Hello | HostBeat | FaultReport | RecoveredReport | StateReport | Result
+                                  | GroupMessage, Field(discriminator="type")])
 ToAgent = TypeAdapter(Annotated[Welcome | Command | Ack | Deliver, Field(discriminator="type")])

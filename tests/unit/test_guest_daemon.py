@@ -4,6 +4,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
@@ -33,10 +34,11 @@ class Host:
                 await asyncio.sleep(0.01)
         raise TimeoutError(self.path)
 
-    async def pump(self, seconds: float) -> None:
+    async def pump(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+        """Play the host's end for `seconds`, or until `until()` holds (a busy machine is slow)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
-        while loop.time() < end:
+        while loop.time() < end and not until():
             deadline = self.chan.next_deadline() or end
             try:
                 data = await asyncio.wait_for(self.reader.read(65536), max(0.0, min(deadline, end) - loop.time()))
@@ -168,7 +170,7 @@ async def test_python_callable_check_and_forced_unhealthy(sock_path):
     await host.connect()
     await host.pump(0.3)
     state["ok"] = False
-    await host.pump(0.3)
+    await host.pump(5.0, until=lambda: "Fault:unhealthy" in host.kinds())
     assert host.kinds() == ["Registered", "Healthy", "Fault:unhealthy"]
     assert host.events[-1].detail == "app says no"
     daemon.stop()

@@ -27,6 +27,7 @@ from ..control import (
     FaultReport,
     GroupMessage,
     Hello,
+    HostBeat,
     InstanceSpec,
     InstanceStatus,
     RecoveredReport,
@@ -66,6 +67,9 @@ class AgentConfig:
     accel: str = "tcg"  # qemu: tcg or kvm
     libvirt_uri: str = "qemu:///system"
     allow_host_root: bool = False  # VMs may mount this host's / read-only (test and demo images)
+    beat_interval: float = 0.1  # seconds between host heartbeats to the controller
+    probe: str | None = None  # where this host's `nfvha hostmon` answers the controller's probes
+    capacity: int | None = None  # instances this host can run: no limit, or what an operator set
 
 
 @dataclass
@@ -120,6 +124,7 @@ class Agent:
                 self._tg = tg
                 tg.create_task(self.link.run())
                 tg.create_task(self._state_loop())
+                tg.create_task(self._beat_loop())
         finally:  # the task group has ended every session; now the instances
             for local in self.instances.values():
                 local.platform_action = True
@@ -135,7 +140,8 @@ class Agent:
 
     def _hello(self) -> Hello:
         return Hello(host=self.config.host, driver=self.driver.name,
-                     instances=[self.status(x) for x in self.instances.values()], discovered=self._discover())
+                     instances=[self.status(x) for x in self.instances.values()], discovered=self._discover(),
+                     probe=self.config.probe, capacity=self.config.capacity)
 
     def _discover(self) -> dict[str, bool]:
         try:
@@ -146,6 +152,13 @@ class Agent:
 
     def _publish(self, local: Local) -> None:
         self.link.send(StateReport(instance=self.status(local)))
+
+    async def _beat_loop(self) -> None:
+        """The host's heartbeat: the controller suspects the host when these stop."""
+        beat = HostBeat()
+        while True:
+            await asyncio.sleep(self.config.beat_interval)
+            self.link.send(beat)
 
     async def _state_loop(self) -> None:
         """Protocol error counters change without state changes: publish them when they do."""

@@ -10,10 +10,12 @@ from collections.abc import Awaitable, Callable
 from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
-from ..control import Ack, Command, Deliver, Delivery, FromAgent, Hello, Result, Welcome
+from ..control import Ack, Command, Deliver, Delivery, FromAgent, Hello, HostBeat, Result, Welcome
 
 log = logging.getLogger("nfvha.controller")
 COMMAND_TIMEOUT = 30.0  # a graceful stop takes up to 5 s; a restart a little more
+INBOX = 10_000  # messages read from an agent and not yet handled; beyond, reading waits
+BEAT = HostBeat().model_dump_json()  # the host heartbeat, recognised without parsing
 
 
 class AgentUnavailableError(Exception):
@@ -38,10 +40,11 @@ class AgentHub:
 
     def __init__(self, on_hello: Callable[[Hello], Awaitable[Welcome]],
                  on_message: Callable[[str, object], Awaitable[bool]],
-                 on_disconnect: Callable[[str], Awaitable[None]]) -> None:
+                 on_disconnect: Callable[[str], Awaitable[None]], on_seen: Callable[[str], None]) -> None:
         self.on_hello = on_hello
         self.on_message = on_message
         self.on_disconnect = on_disconnect
+        self.on_seen = on_seen  # every message is a sign of the host's life
         self.conns: dict[str, AgentConn] = {}
 
     def connected(self, host: str) -> bool:
@@ -60,6 +63,19 @@ class AgentHub:
                     await conn.send(Deliver(items=batch))
                 except (WebSocketDisconnect, RuntimeError):
                     pass  # it is going away
+
+    def drop(self, host: str) -> None:
+        """The host was found down: forget its connection. What still arrives on it (a fenced
+        host's last heartbeats, flushed when its link returns) is stale and ignored."""
+        conn = self.conns.pop(host, None)
+        if conn is not None:
+            self._fail_pending(conn)
+
+    @staticmethod
+    def _fail_pending(conn: AgentConn) -> None:
+        for fut in conn.pending.values():
+            if not fut.done():
+                fut.set_exception(AgentUnavailableError(f"agent of host {conn.host} disconnected"))
 
     async def call(self, host: str, cmd: Command) -> Result:
         conn = self.conns.get(host)
@@ -81,13 +97,29 @@ class AgentHub:
     async def serve(self, ws: WebSocket) -> None:
         try:
             await self._serve(ws)
-        except WebSocketDisconnect:
+        except* WebSocketDisconnect:
             pass  # the agent went away; its host is marked disconnected
-        except Exception:
+        except* Exception:
             # e.g. the store failed: drop the connection; the agent reconnects and re-sends
             # what was not acknowledged
             log.exception("agent connection failed")
             await ws.close(code=1011)
+
+    async def _process(self, conn: AgentConn, inbox: asyncio.Queue[str]) -> None:
+        """The agent's messages, in order."""
+        while True:
+            raw = await inbox.get()
+            try:
+                msg = FromAgent.validate_json(raw)
+            except ValidationError as exc:
+                log.warning("agent %s sent an invalid message: %s", conn.host, exc.errors()[0])
+                continue
+            if isinstance(msg, Result):
+                fut = conn.pending.get(msg.id)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+            elif await self.on_message(conn.host, msg):
+                await conn.send(Ack(id=msg.id))  # type: ignore[attr-defined]
 
     async def _serve(self, ws: WebSocket) -> None:
         await ws.accept()
@@ -108,24 +140,21 @@ class AgentHub:
                 await old.ws.close(code=1012, reason="replaced by a newer connection")
             await ws.send_text(welcome.model_dump_json())
         log.info("agent %s connected", hello.host)
+        inbox: asyncio.Queue[str] = asyncio.Queue(INBOX)
         try:
-            while True:
-                raw = await ws.receive_text()
-                try:
-                    msg = FromAgent.validate_json(raw)
-                except ValidationError as exc:
-                    log.warning("agent %s sent an invalid message: %s", hello.host, exc.errors()[0])
-                    continue
-                if isinstance(msg, Result):
-                    fut = conn.pending.get(msg.id)
-                    if fut is not None and not fut.done():
-                        fut.set_result(msg)
-                elif await self.on_message(hello.host, msg):
-                    await conn.send(Ack(id=msg.id))  # type: ignore[attr-defined]
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._process(conn, inbox))
+                while True:
+                    raw = await ws.receive_text()
+                    if self.conns.get(hello.host) is not conn:  # dropped: its host was found down
+                        await ws.close(code=1001, reason="this host was declared down")
+                        return
+                    # a sign of life counts on arrival: it must not wait behind the store's work
+                    self.on_seen(hello.host)
+                    if raw != BEAT:
+                        await inbox.put(raw)
         finally:
-            for fut in conn.pending.values():
-                if not fut.done():
-                    fut.set_exception(AgentUnavailableError(f"agent of host {hello.host} disconnected"))
+            self._fail_pending(conn)
             if self.conns.get(hello.host) is conn:
                 del self.conns[hello.host]
                 await self.on_disconnect(hello.host)

@@ -15,19 +15,36 @@ from sqlalchemy import select
 
 from .. import __version__, clock
 from ..control import Command, InstanceStatus, Result
-from ..store.models import Fault, Host, Instance, ServerGroup, Subscription
+from ..store.models import (
+    Evacuation,
+    Fault,
+    Host,
+    HostFailure,
+    Instance,
+    ReplicaSet,
+    Segment,
+    ServerGroup,
+    Subscription,
+)
+from . import instances
 from .agents import AgentUnavailableError
-from .groups import peer_view
-from .inventory import spec
-from .placement import PlacementError, choose_host
+from .instances import RefusedError, host_loads
 from .schemas import (
     ActionRequest,
     FaultInject,
     FaultOut,
+    HostFailureOut,
     HostOut,
+    HostUpdate,
     Injected,
     InstanceCreate,
     InstanceOut,
+    Name,
+    ReplicaSetCreate,
+    ReplicaSetOut,
+    ReplicaSetUpdate,
+    SegmentOut,
+    SegmentPut,
     ServerGroupCreate,
     ServerGroupOut,
     SubscriptionCreate,
@@ -57,10 +74,76 @@ def create_app(ctl: Controller) -> FastAPI:
             raise HTTPException(404, f"no instance with id {instance_id}")
         return inst
 
+    @app.exception_handler(RefusedError)
+    async def _refused(_: Request, exc: RefusedError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
+
     @app.get("/v1/hosts")
     async def list_hosts() -> list[HostOut]:
         async with ctl.sessions() as s:
-            return [HostOut.of(h) for h in (await s.scalars(select(Host).order_by(Host.name))).all()]
+            _, load = await host_loads(s)
+            return [HostOut.of(h, ctl.hosts.state(h.name), load[h.name])
+                    for h in (await s.scalars(select(Host).order_by(Host.name))).all()]
+
+    @app.patch("/v1/hosts/{name}")
+    async def update_host(name: str, body: HostUpdate) -> HostOut:
+        """An operator's settings of a host: its failover segment, whether it is kept free for
+        evacuations (reserved), how many instances it may run."""
+        async with ctl.sessions() as s, s.begin():
+            h = await s.get(Host, name)
+            if h is None:
+                raise HTTPException(404, f"no host named {name}")
+            for field, value in body.model_dump(exclude_none=True).items():
+                setattr(h, field, value)
+            _, load = await host_loads(s)
+            out = HostOut.of(h, ctl.hosts.state(name), load[name])
+        ctl.host_recovery.wake()
+        return out
+
+    @app.get("/v1/segments")
+    async def list_segments() -> list[SegmentOut]:
+        async with ctl.sessions() as s:
+            methods = {g.name: g.recovery_method for g in (await s.scalars(select(Segment))).all()}
+            hosts = (await s.execute(select(Host.segment, Host.name).order_by(Host.name))).all()
+        names = sorted(set(methods) | {seg for seg, _ in hosts})
+        return [SegmentOut(name=n, recovery_method=methods.get(n, "auto"), hosts=[h for seg, h in hosts if seg == n])
+                for n in names]
+
+    @app.put("/v1/segments/{name}")
+    async def put_segment(name: Name, body: SegmentPut) -> SegmentOut:
+        """A failover segment's recovery method (segments without one use `auto`)."""
+        async with ctl.sessions() as s, s.begin():
+            seg = await s.get(Segment, name)
+            if seg is None:
+                s.add(Segment(name=name, recovery_method=body.recovery_method))
+            else:
+                seg.recovery_method = body.recovery_method
+            hosts = (await s.scalars(select(Host.name).where(Host.segment == name).order_by(Host.name))).all()
+        return SegmentOut(name=name, recovery_method=body.recovery_method, hosts=list(hosts))
+
+    async def failure_out(s, f: HostFailure) -> HostFailureOut:
+        evs = (await s.scalars(select(Evacuation).where(Evacuation.failure_id == f.id)
+                               .order_by(Evacuation.id))).all()
+        return HostFailureOut.of(f, list(evs))
+
+    @app.get("/v1/host-failures")
+    async def list_host_failures(host: str | None = None,
+                                 limit: int = Query(default=100, ge=1, le=10_000)) -> list[HostFailureOut]:
+        """Host failures, newest first: detection, notification, fencing and recovery times, and
+        where each instance went."""
+        async with ctl.sessions() as s:
+            q = select(HostFailure).order_by(HostFailure.detected_at.desc()).limit(limit)
+            if host:
+                q = q.where(HostFailure.host == host)
+            return [await failure_out(s, f) for f in (await s.scalars(q)).all()]
+
+    @app.get("/v1/host-failures/{failure_id}")
+    async def get_host_failure(failure_id: str) -> HostFailureOut:
+        async with ctl.sessions() as s:
+            f = await s.get(HostFailure, failure_id)
+            if f is None:
+                raise HTTPException(404, f"no host failure with id {failure_id}")
+            return await failure_out(s, f)
 
     @app.get("/v1/instances")
     async def list_instances() -> list[InstanceOut]:
@@ -68,50 +151,11 @@ def create_app(ctl: Controller) -> FastAPI:
             rows = (await s.scalars(select(Instance).order_by(Instance.created_at))).all()
             return [InstanceOut.of(i) for i in rows]
 
-    async def place(s, body: InstanceCreate) -> str:
-        """The host for a new instance: named, or chosen under its server group's policy."""
-        policy, member_hosts = None, []
-        if body.server_group is not None:
-            group = await s.get(ServerGroup, body.server_group)
-            if group is None:
-                raise HTTPException(422, f"server_group: no server group with id {body.server_group}")
-            policy = group.policy
-            member_hosts = list((await s.scalars(select(Instance.host).where(
-                Instance.server_group == group.id))).all())
-        try:
-            return choose_host(ctl.hub.hosts(), member_hosts, policy, body.host)
-        except PlacementError as exc:
-            status = 503 if not ctl.hub.hosts() else 422 if str(exc).startswith("host:") else 409
-            raise HTTPException(status, str(exc)) from None
-
     @app.post("/v1/instances", status_code=201)
     async def create_instance(body: InstanceCreate) -> InstanceOut:
-        now = clock.now()
-        # one placement at a time: two members of an anti-affinity group must not both take a host
-        async with ctl.placement_lock, ctl.sessions() as s, s.begin():
-            if await s.scalar(select(Instance.id).where(Instance.name == body.name)):
-                raise HTTPException(409, f"name: an instance named '{body.name}' exists")
-            host = await place(s, body)
-            inst = Instance(id=str(uuid.uuid4()), name=body.name, host=host, command=body.command or [],
-                            vm=body.vm.model_dump(exclude_none=True) if body.vm else None,
-                            server_group=body.server_group, heartbeat=body.heartbeat, recovery=body.recovery,
-                            state="creating", heartbeat_status="disabled", protocol_errors={}, created_at=now,
-                            updated_at=now)
-            s.add(inst)
-        ctl.groups.invalidate()
-        try:
-            result = await ctl.hub.call(host, Command(id="", op="ensure", instance_id=inst.id, spec=spec(inst)))
-            failure = None if result.ok else HTTPException(422, f"command: {result.error}")
-        except AgentUnavailableError as exc:
-            failure = HTTPException(503, str(exc))
-        if failure is not None:  # the request changes nothing
-            async with ctl.sessions() as s, s.begin():
-                await s.delete(await s.get(Instance, inst.id))
-            ctl.groups.invalidate()
-            raise failure
-        await ctl.inventory.update(host, InstanceStatus.model_validate(result.data))
+        iid = await instances.create(ctl, body)
         async with ctl.sessions() as s:
-            return InstanceOut.of(await get_instance(s, inst.id))
+            return InstanceOut.of(await get_instance(s, iid))
 
     @app.get("/v1/instances/{instance_id}")
     async def get_instance_(instance_id: str) -> InstanceOut:
@@ -122,18 +166,9 @@ def create_app(ctl: Controller) -> FastAPI:
     async def delete_instance(instance_id: str) -> Response:
         async with ctl.sessions() as s:
             inst = await get_instance(s, instance_id)
-        try:
-            await ctl.hub.call(inst.host, Command(id="", op="remove", instance_id=instance_id))
-        except AgentUnavailableError:
-            pass  # its agent drops it when it next connects: the welcome no longer lists it
-        async with ctl.sessions() as s, s.begin():
-            inst = await s.get(Instance, instance_id)
-            if inst is not None:
-                await s.delete(inst)
-        ctl.groups.invalidate()
-        if inst is not None and inst.server_group:
-            await ctl.groups.notify(peer_view(inst, "deleted"), inst.server_group)
-        ctl.metrics.forget_instance(instance_id)
+        if inst.replica_set:
+            raise HTTPException(409, f"instance {inst.name} belongs to a replica set: scale the set instead")
+        await instances.delete(ctl, instance_id)
         return Response(status_code=204)
 
     # ---- server groups ----
@@ -188,6 +223,10 @@ def create_app(ctl: Controller) -> FastAPI:
 
     @app.post("/v1/instances/{instance_id}/actions")
     async def act(instance_id: str, body: ActionRequest) -> InstanceOut:
+        if body.action == "evacuate":
+            await ctl.host_recovery.evacuate_now(instance_id, body.host)
+            async with ctl.sessions() as s:
+                return InstanceOut.of(await get_instance(s, instance_id))
         async with ctl.sessions() as s:
             inst = await get_instance(s, instance_id)
         op = {"stop": "stop", "start": "start", "reboot": "restart"}[body.action]
@@ -226,6 +265,68 @@ def create_app(ctl: Controller) -> FastAPI:
             if f is None:
                 raise HTTPException(404, f"no fault with id {fault_id}")
             return FaultOut.of(f, ctl.sla)
+
+    # ---- replica sets ----
+
+    async def replica_set_out(s, rs: ReplicaSet) -> ReplicaSetOut:
+        members = (await s.scalars(select(Instance).where(Instance.replica_set == rs.id)
+                                   .order_by(Instance.name))).all()
+        return ReplicaSetOut.of(rs, list(members))
+
+    async def get_replica_set(s, set_id: str) -> ReplicaSet:
+        rs = await s.get(ReplicaSet, set_id)
+        if rs is None:
+            raise HTTPException(404, f"no replica set with id {set_id}")
+        return rs
+
+    @app.post("/v1/replica-sets", status_code=201)
+    async def create_replica_set(body: ReplicaSetCreate) -> ReplicaSetOut:
+        """Keep `replicas` identical instances `<name>-0`…, created, deleted and moved off failed hosts
+        by a reconciler; `ready` counts those running."""
+        async with ctl.sessions() as s, s.begin():
+            if await s.scalar(select(ReplicaSet.id).where(ReplicaSet.name == body.name)):
+                raise HTTPException(409, f"name: a replica set named '{body.name}' exists")
+            if body.template.server_group and await s.get(ServerGroup, body.template.server_group) is None:
+                raise HTTPException(422, f"template.server_group: no server group with id "
+                                         f"{body.template.server_group}")
+            rs = ReplicaSet(id=str(uuid.uuid4()), name=body.name, replicas=body.replicas,
+                            template=body.template.model_dump(exclude={"name", "host"}, exclude_none=True),
+                            created_at=clock.now())
+            s.add(rs)
+        ctl.replicas.wake()
+        return ReplicaSetOut.of(rs, [])
+
+    @app.get("/v1/replica-sets")
+    async def list_replica_sets() -> list[ReplicaSetOut]:
+        async with ctl.sessions() as s:
+            return [await replica_set_out(s, rs) for rs in
+                    (await s.scalars(select(ReplicaSet).order_by(ReplicaSet.created_at))).all()]
+
+    @app.get("/v1/replica-sets/{set_id}")
+    async def get_replica_set_(set_id: str) -> ReplicaSetOut:
+        async with ctl.sessions() as s:
+            return await replica_set_out(s, await get_replica_set(s, set_id))
+
+    @app.patch("/v1/replica-sets/{set_id}")
+    async def scale_replica_set(set_id: str, body: ReplicaSetUpdate) -> ReplicaSetOut:
+        async with ctl.sessions() as s, s.begin():
+            rs = await get_replica_set(s, set_id)
+            rs.replicas = body.replicas
+        ctl.replicas.wake()
+        async with ctl.sessions() as s:
+            return await replica_set_out(s, rs)
+
+    @app.delete("/v1/replica-sets/{set_id}", status_code=204)
+    async def delete_replica_set(set_id: str) -> Response:
+        async with ctl.replicas.lock:
+            async with ctl.sessions() as s:
+                rs = await get_replica_set(s, set_id)
+                ids = (await s.scalars(select(Instance.id).where(Instance.replica_set == rs.id))).all()
+            for iid in ids:
+                await instances.delete(ctl, iid)
+            async with ctl.sessions() as s, s.begin():
+                await s.delete(await get_replica_set(s, set_id))
+        return Response(status_code=204)
 
     @app.get("/v1/subscriptions")
     async def list_subscriptions() -> list[SubscriptionOut]:

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import clock
@@ -26,9 +27,11 @@ def envelope(event_id: str, type_: str, subject: str, t: float, data: dict[str, 
                       separators=(",", ":"))
 
 
-async def add_event(s: AsyncSession, subs: list[Subscription], type_: str, subject: str, data: dict[str, Any],
+async def add_event(s: AsyncSession, type_: str, subject: str, data: dict[str, Any],
                     fault_id: str | None = None) -> Event:
-    """Put an event and one delivery per subscriber in the outbox, in the caller's transaction."""
+    """Put an event and one delivery per subscriber in the outbox, in the caller's transaction.
+    `fault_id` names the fault or host failure it announces (its `notified_at`)."""
+    subs = (await s.scalars(select(Subscription))).all()
     t = clock.now()
     event_id = uuid.uuid4().hex
     ev = Event(id=event_id, type=type_, subject=subject, fault_id=fault_id, time=t,

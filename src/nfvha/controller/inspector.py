@@ -11,12 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .. import clock
 from ..control import FaultReport, RecoveredReport
-from ..store.models import Event, Fault, Instance, Subscription
+from ..store.models import Event, Fault, Instance
 from .events import add_event
 from .metrics import Metrics
 from .recovery import decide
@@ -48,8 +47,7 @@ class Inspector:
                       detected_at=clock.wall(r.detected_mono + to_ctrl), reported_at=clock.now(),
                       recovery_action=action, recovery_state="none" if action == "none" else "pending")
             s.add(f)
-            subs = (await s.scalars(select(Subscription))).all()
-            ev = await add_event(s, subs, "nfvha.instance.fault", r.instance_id, fault_data(f), fault_id=f.id)
+            ev = await add_event(s, "nfvha.instance.fault", r.instance_id, fault_data(f), fault_id=f.id)
         self.metrics.faults.labels(f.reason).inc()
         if f.fault_at is not None:
             self.metrics.detection.observe(f.detected_at - f.fault_at)
@@ -63,8 +61,7 @@ class Inspector:
                 return
             f.recovered_at = at
             f.recovery_state = "done"
-            subs = (await s.scalars(select(Subscription))).all()
             data = {**fault_data(f), "recovery_ms": round((at - f.detected_at) * 1000, 1)}
-            ev = await add_event(s, subs, "nfvha.instance.recovered", r.instance_id, data, fault_id=f.id)
+            ev = await add_event(s, "nfvha.instance.recovered", r.instance_id, data, fault_id=f.id)
         self.metrics.recovery.observe(at - f.detected_at)
         self.on_event(ev)

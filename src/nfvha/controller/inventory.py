@@ -19,12 +19,15 @@ def spec(inst: Instance) -> InstanceSpec:
 
 
 PeerChange = Callable[[dict, str], Awaitable[None]]  # (the member's peer view, its group id)
+HostReturned = Callable[[object, str], Awaitable[None]]  # (the hello's session, host): before its welcome
 
 
 class Inventory:
-    def __init__(self, sessions: async_sessionmaker, on_peer_change: PeerChange | None = None) -> None:
+    def __init__(self, sessions: async_sessionmaker, on_peer_change: PeerChange | None = None,
+                 on_return: HostReturned | None = None) -> None:
         self.sessions = sessions
         self.on_peer_change = on_peer_change
+        self.on_return = on_return
 
     async def reset_hosts(self) -> None:
         """At start-up no agent is connected yet, whatever the store remembers."""
@@ -38,6 +41,11 @@ class Inventory:
                 host = Host(name=hello.host)
                 s.add(host)
             host.driver, host.connected, host.last_seen = hello.driver, True, clock.now()
+            host.probe = hello.probe
+            if hello.capacity is not None:  # the agent's --capacity, when given, wins over an operator's
+                host.capacity = hello.capacity
+            if self.on_return is not None:
+                await self.on_return(s, hello.host)
             for st in hello.instances:
                 await self._apply(s, hello.host, st)
             await self._adopt(s, hello)

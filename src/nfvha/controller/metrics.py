@@ -1,5 +1,5 @@
-"""Prometheus metrics at /metrics: what operators alert on (faults and their timings,
-connected agents, webhook deliveries, guests' protocol errors)."""
+"""Prometheus metrics at /metrics: what operators alert on (faults and host failures and
+their timings, events, connected agents, webhook deliveries, guests' protocol errors)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ class Metrics:
                                      ["instance", "reason"], registry=r)
         self.group_messages = Counter("nfvha_group_messages", "Server-group messages routed or dropped",
                                       ["result"], registry=r)
+        self.events = Counter("nfvha_events", "Events published, by type (nfvha.host.down, ...)", ["type"],
+                              registry=r)
+        self.host_detection = Histogram("nfvha_host_detection_seconds", "A host's last heartbeat to declared down",
+                                        buckets=BUCKETS, registry=r)
+        self.host_recovery = Histogram("nfvha_host_recovery_seconds",
+                                       "A host declared down to every instance running elsewhere", buckets=BUCKETS,
+                                       registry=r)
         Gauge("nfvha_agents_connected", "Agents connected to this controller",
               registry=r).set_function(agents_connected)
 

@@ -20,10 +20,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from .. import clock
-from ..store.models import Delivery, Event, Fault, Subscription
+from ..store.models import Delivery, Event, Fault, HostFailure, Subscription
 from .metrics import Metrics
 
 log = logging.getLogger("nfvha.notifier")
+
+
+NOTIFIES = {"nfvha.instance.fault": Fault, "nfvha.host.down": HostFailure}  # event type → what it announces
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -105,8 +108,8 @@ class Notifier:
             d.attempts += 1
             if error is None:
                 d.delivered_at = now
-                if fault_id and type_ == "nfvha.instance.fault":
-                    await self._mark_notified(s, d.event_id, fault_id, now)
+                if fault_id and type_ in NOTIFIES:
+                    await self._mark_notified(s, d.event_id, NOTIFIES[type_], fault_id, now)
                 return
             d.last_error = error
             if d.attempts >= self.max_attempts:
@@ -115,12 +118,12 @@ class Notifier:
             else:
                 d.next_attempt_at = now + min(0.1 * 2 ** (d.attempts - 1), 60.0)
 
-    async def _mark_notified(self, s, event_id: str, fault_id: str, now: float) -> None:
+    async def _mark_notified(self, s, event_id: str, model: type, fault_id: str, now: float) -> None:
         """A fault is notified when its event has reached every subscriber."""
         left = await s.scalar(select(func.count()).select_from(Delivery).where(
             Delivery.event_id == event_id, Delivery.delivered_at.is_(None)))
         if left == 0:
-            f = await s.get(Fault, fault_id)
+            f = await s.get(model, fault_id)
             if f is not None and f.notified_at is None:
                 f.notified_at = now
                 self.metrics.notification.observe(now - f.detected_at)

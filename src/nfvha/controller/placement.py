@@ -1,16 +1,30 @@
-"""Where a new instance goes: its server group's policy over the hosts with an agent connected.
+"""Where an instance goes: its server group's policy over the hosts that can take it
+(agent connected and host up, room left), the least loaded first.
 
 Policies (Nova's): `affinity` — all members on one host; `anti-affinity` — no two members on
 one host; the `soft-` variants prefer that and fall back when no host satisfies it.
+
+Evacuations choose among a failover segment's hosts by its recovery method (masakari's):
+`auto` — any ordinary host; `reserved_host` — only hosts kept free for it; `auto_priority` —
+ordinary hosts, then reserved ones; `rh_priority` — reserved hosts, then ordinary ones.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Literal, get_args
 
 Policy = Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]
 POLICIES: tuple[str, ...] = get_args(Policy)
+RecoveryMethod = Literal["auto", "reserved_host", "auto_priority", "rh_priority"]
+RECOVERY_METHODS: tuple[str, ...] = get_args(RecoveryMethod)
+
+
+def recovery_tiers(method: str, ordinary: list[str], reserved: list[str]) -> list[list[str]]:
+    """The host lists an evacuation tries, in order, under a segment's recovery method."""
+    return {"auto": [ordinary], "reserved_host": [reserved], "auto_priority": [ordinary, reserved],
+            "rh_priority": [reserved, ordinary]}[method]
 
 
 class PlacementError(Exception):
@@ -18,11 +32,13 @@ class PlacementError(Exception):
 
 
 def choose_host(connected: list[str], member_hosts: list[str], policy: str | None = None,
-                requested: str | None = None) -> str:
-    """A host for a new member of a group whose members run on `member_hosts` (one entry per member)."""
+                requested: str | None = None, load: Mapping[str, int] | None = None) -> str:
+    """A host for a new member of a group whose members run on `member_hosts` (one entry per
+    member); `load` counts the instances each host runs."""
     if not connected:
         raise PlacementError("no agent is connected to place the instance on")
-    hosts = sorted(connected)
+    load = load or {}
+    hosts = sorted(connected, key=lambda h: (load.get(h, 0), h))
     used = Counter(member_hosts)
     if requested is not None:
         if requested not in connected:
@@ -46,5 +62,5 @@ def choose_host(connected: list[str], member_hosts: list[str], policy: str | Non
         if policy == "anti-affinity":
             raise PlacementError(f"the group's policy is anti-affinity and every connected host "
                                  f"({', '.join(hosts)}) runs a member already")
-        return min(hosts, key=lambda h: (used[h], h))  # the fewest members
+        return min(hosts, key=lambda h: used[h])  # the fewest members
     return hosts[0]

@@ -5,7 +5,6 @@ policy; observed: the fault's recovery state and the instance's. Acting twice is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from sqlalchemy import select
@@ -15,6 +14,7 @@ from .. import clock
 from ..control import Command
 from ..store.models import Fault, Instance
 from .agents import AgentHub, AgentUnavailableError
+from .wake import Wake
 
 log = logging.getLogger("nfvha.recovery")
 
@@ -36,8 +36,7 @@ class Recovery:
         self.hub = hub
         self.max_attempts = max_attempts
         self.act_timeout = act_timeout  # restarted but not heartbeating by then: try again
-        self.period = period
-        self._wake = asyncio.Event()
+        self._wake = Wake(period)
         self._inflight: set[str] = set()
 
     def wake(self) -> None:
@@ -46,10 +45,7 @@ class Recovery:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             while True:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.period):
-                        await self._wake.wait()
-                self._wake.clear()
+                await self._wake.wait()
                 for fault_id, inst, action in await self._due():
                     tg.create_task(self._act(fault_id, inst, action))
 

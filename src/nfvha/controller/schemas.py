@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from ..store.models import Fault, Host, Instance, ServerGroup, Subscription
+from ..store.models import Evacuation, Fault, Host, HostFailure, Instance, ReplicaSet, ServerGroup, Subscription
 from .events import iso
-from .placement import Policy
+from .placement import Policy, RecoveryMethod
 from .sla import verdict
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
@@ -51,12 +51,23 @@ class InstanceCreate(Strict):
     recovery: Literal["auto", "restart", "stop", "none"] = "auto"
     host: str | None = Field(default=None, max_length=255)
     server_group: str | None = Field(default=None, max_length=64, description="the id of its server group")
+    owner: Literal["nfvi", "vnf"] = Field(
+        default="nfvi", description="who repairs it first after a host failure: the platform (nfvi) at once, or "
+                                    "the VNF layer, which gets `escalate_after` seconds before the platform acts")
+    escalate_after: float = Field(default=30.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _one_kind(self) -> InstanceCreate:
         if (self.command is None) == (self.vm is None):
             raise ValueError("give exactly one of `command` (process driver) and `vm` (qemu, libvirt drivers)")
         return self
+
+
+class InstanceTemplate(InstanceCreate):
+    """A replica set's instances: an instance's body, less its name and host."""
+
+    name: Name = "replica"  # each replica is named `<set>-<n>`
+    host: None = None
 
 
 class InstanceOut(BaseModel):
@@ -66,6 +77,8 @@ class InstanceOut(BaseModel):
     command: list[str]
     vm: dict | None
     server_group: str | None
+    replica_set: str | None
+    owner: str
     heartbeat: bool
     heartbeat_status: str
     state: str
@@ -79,7 +92,7 @@ class InstanceOut(BaseModel):
     @classmethod
     def of(cls, i: Instance) -> InstanceOut:
         return cls(id=i.id, name=i.name, host=i.host, command=i.command, vm=i.vm, server_group=i.server_group,
-                   heartbeat=i.heartbeat,
+                   replica_set=i.replica_set, owner=i.owner, heartbeat=i.heartbeat,
                    heartbeat_status=i.heartbeat_status, state=i.state, recovery=i.recovery, pid=i.pid,
                    interval_ms=i.interval_ms, protocol_errors=i.protocol_errors or {},
                    created_at=iso(i.created_at), updated_at=iso(i.updated_at))
@@ -87,10 +100,12 @@ class InstanceOut(BaseModel):
 
 class ActionRequest(Strict):
     """A lifecycle action. The guest is asked first (`action_notify`, revocable) and may veto
-    it; `force` tells it without asking (irrevocable)."""
+    it; `force` tells it without asking (irrevocable). `evacuate` (an instance of a fenced
+    host: the VNF layer's repair, on `host` if given) starts it elsewhere now."""
 
-    action: Literal["stop", "start", "reboot"]
+    action: Literal["stop", "start", "reboot", "evacuate"]
     force: bool = False
+    host: str | None = Field(default=None, max_length=255)
 
 
 class FaultInject(Strict):
@@ -190,8 +205,104 @@ class HostOut(BaseModel):
     name: str
     driver: str
     connected: bool
+    state: str = Field(description="up | suspect | agent_down (the host runs, its agent does not) | down")
     last_seen: str | None
+    probe: str | None
+    segment: str
+    reserved: bool
+    capacity: int | None
+    instances: int
 
     @classmethod
-    def of(cls, h: Host) -> HostOut:
-        return cls(name=h.name, driver=h.driver, connected=h.connected, last_seen=iso(h.last_seen))
+    def of(cls, h: Host, state: str, instances: int) -> HostOut:
+        return cls(name=h.name, driver=h.driver, connected=h.connected, state=state, last_seen=iso(h.last_seen),
+                   probe=h.probe, segment=h.segment, reserved=h.reserved, capacity=h.capacity, instances=instances)
+
+
+class HostUpdate(Strict):
+    segment: Name | None = None
+    reserved: bool | None = None
+    capacity: int | None = Field(default=None, ge=0, le=100_000)
+
+
+class SegmentPut(Strict):
+    recovery_method: RecoveryMethod
+
+
+class SegmentOut(BaseModel):
+    name: str
+    recovery_method: str
+    hosts: list[str]
+
+
+class EvacuationOut(BaseModel):
+    instance_id: str
+    instance_name: str
+    from_host: str
+    to_host: str | None
+    owner: str
+    state: str
+    escalated: bool
+    started_at: str | None
+    recovered_at: str | None
+    error: str | None
+
+    @classmethod
+    def of(cls, e: Evacuation) -> EvacuationOut:
+        return cls(instance_id=e.instance_id, instance_name=e.instance_name, from_host=e.from_host, to_host=e.to_host,
+                   owner=e.owner, state=e.state, escalated=e.escalated, started_at=iso(e.started_at),
+                   recovered_at=iso(e.recovered_at), error=e.error)
+
+
+class HostFailureOut(BaseModel):
+    id: str
+    host: str
+    state: str = Field(description="fencing | fence_failed | evacuating | recovered | host_returned")
+    last_beat_at: str | None
+    detected_at: str | None
+    notified_at: str | None
+    fenced_at: str | None
+    recovered_at: str | None
+    fence_driver: str
+    fence_error: str | None
+    detection_ms: float | None = Field(description="from the host's last heartbeat: an upper bound")
+    notification_ms: float | None
+    fence_ms: float | None
+    recovery_ms: float | None = Field(description="detection → every instance running elsewhere")
+    evacuations: list[EvacuationOut]
+
+    @classmethod
+    def of(cls, f: HostFailure, evacuations: list[Evacuation]) -> HostFailureOut:
+        return cls(id=f.id, host=f.host, state=f.state, last_beat_at=iso(f.last_beat_at),
+                   detected_at=iso(f.detected_at), notified_at=iso(f.notified_at), fenced_at=iso(f.fenced_at),
+                   recovered_at=iso(f.recovered_at), fence_driver=f.fence_driver, fence_error=f.fence_error,
+                   detection_ms=_ms(f.last_beat_at, f.detected_at), notification_ms=_ms(f.detected_at, f.notified_at),
+                   fence_ms=_ms(f.detected_at, f.fenced_at), recovery_ms=_ms(f.detected_at, f.recovered_at),
+                   evacuations=[EvacuationOut.of(e) for e in evacuations])
+
+
+class ReplicaSetCreate(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=56, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    replicas: int = Field(ge=0, le=1000)
+    template: InstanceTemplate
+
+
+class ReplicaSetUpdate(Strict):
+    replicas: int = Field(ge=0, le=1000)
+
+
+class ReplicaSetOut(BaseModel):
+    id: str
+    name: str
+    replicas: int
+    ready: int = Field(description="members running and, if they heartbeat, heartbeating")
+    template: dict
+    members: list[Member]
+
+    @classmethod
+    def of(cls, r: ReplicaSet, members: list[Instance]) -> ReplicaSetOut:
+        ready = sum(1 for i in members if i.state == "running" and (not i.heartbeat
+                                                                    or i.heartbeat_status == "heartbeating"))
+        return cls(id=r.id, name=r.name, replicas=r.replicas, ready=ready, template=r.template,
+                   members=[Member(id=i.id, name=i.name, host=i.host, state=i.state, updated_at=iso(i.updated_at))
+                            for i in members])

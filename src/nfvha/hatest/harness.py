@@ -39,10 +39,11 @@ def wait_until(predicate: Callable[[], object], timeout: float = 15.0, what: str
 class Server:
     """A running nfvha process (up, controller or agent) and a client for its API."""
 
-    def __init__(self, args: list[str], state_dir: Path, *, url_pattern: str | None = r"http://[\d.]+:\d+") -> None:
+    def __init__(self, args: list[str], state_dir: Path, *, url_pattern: str | None = r"http://[\d.]+:\d+",
+                 prefix: tuple[str, ...] = (), log_name: str | None = None) -> None:
         self.state_dir = state_dir
-        self.log = open(state_dir / f"{args[0]}.out", "w+")  # noqa: SIM115 -- closed in stop()
-        self.proc = subprocess.Popen([*NFVHA, *args], stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.log = open(state_dir / f"{log_name or args[0]}.out", "a+")  # noqa: SIM115 -- closed in stop()
+        self.proc = subprocess.Popen([*prefix, *NFVHA, *args], stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.url = ""
         if url_pattern:
             line = self.proc.stdout.readline()  # type: ignore[union-attr]
@@ -64,7 +65,7 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
-        if code != 0:
+        if code not in (0, -signal.SIGKILL):  # killed: the test's own doing
             print(f"nfvha exited with {code}:\n{self.logs()}", file=sys.stderr)
         self.log.close()
         return code

@@ -17,6 +17,67 @@ class Host(Base):
     driver: Mapped[str] = mapped_column(String(32), default="process")
     connected: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[str] = mapped_column(String(16), default="up")  # up | suspect | agent_down | down
+    probe: Mapped[str | None] = mapped_column(String(255), nullable=True)  # its hostmon, on a second network
+    capacity: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no limit
+    segment: Mapped[str] = mapped_column(String(64), default="default")
+    reserved: Mapped[bool] = mapped_column(Boolean, default=False)  # kept free for evacuations
+
+
+class Segment(Base):
+    """A failover segment (masakari's): hosts that take over each other's instances, and how."""
+
+    __tablename__ = "segments"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    recovery_method: Mapped[str] = mapped_column(String(16))  # auto | reserved_host | auto_priority | rh_priority
+
+
+class HostFailure(Base):
+    """One host failure: one correlated event, with its instances' evacuations attached."""
+
+    __tablename__ = "host_failures"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), index=True)
+    # fencing | fence_failed | evacuating | recovered | host_returned
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    last_beat_at: Mapped[float] = mapped_column(Float)  # the last sign of life: when it happened, at the latest
+    detected_at: Mapped[float] = mapped_column(Float)
+    notified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fence_driver: Mapped[str] = mapped_column(String(32))
+    fence_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    fence_error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    fenced_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recovered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Evacuation(Base):
+    __tablename__ = "evacuations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    failure_id: Mapped[str] = mapped_column(ForeignKey("host_failures.id"), index=True)
+    instance_id: Mapped[str] = mapped_column(String(64), index=True)
+    instance_name: Mapped[str] = mapped_column(String(64))
+    from_host: Mapped[str] = mapped_column(String(255))
+    to_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    owner: Mapped[str] = mapped_column(String(8))
+    # waiting (fencing) | pending | starting | done | cancelled | failed
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    not_before: Mapped[float | None] = mapped_column(Float, nullable=True)  # the VNF layer's turn until then
+    requested: Mapped[bool] = mapped_column(Boolean, default=False)  # by the VNF layer (the evacuate action)
+    escalated: Mapped[bool] = mapped_column(Boolean, default=False)  # the VNF layer's time ran out
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recovered_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(String(512), nullable=True)
+
+
+class ReplicaSet(Base):
+    """A desired number of identical instances (`<name>-<n>`), kept by a reconciler."""
+
+    __tablename__ = "replica_sets"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    replicas: Mapped[int] = mapped_column(Integer)
+    template: Mapped[dict] = mapped_column(JSON)  # an instance's create body, less its name
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class ServerGroup(Base):
@@ -35,6 +96,9 @@ class Instance(Base):
     command: Mapped[list] = mapped_column(JSON)
     vm: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     server_group: Mapped[str | None] = mapped_column(ForeignKey("server_groups.id"), nullable=True, index=True)
+    replica_set: Mapped[str | None] = mapped_column(ForeignKey("replica_sets.id"), nullable=True, index=True)
+    owner: Mapped[str] = mapped_column(String(8), default="nfvi")  # who repairs it after a host failure first
+    escalate_after: Mapped[float] = mapped_column(Float, default=0.0)  # owner vnf: the NFVI acts after this
     heartbeat: Mapped[bool] = mapped_column(Boolean, default=True)
     recovery: Mapped[str] = mapped_column(String(16), default="auto")
     state: Mapped[str] = mapped_column(String(16), default="creating")

@@ -74,6 +74,8 @@ class QemuDriver(ProcessDriver):
         for path in (spec.vm.kernel, spec.vm.initrd, spec.vm.disk):
             if path and not os.path.isfile(path):
                 raise DriverError(f"vm: no such file on host: {path}")
+        if self._adopt(instance_id):  # a QEMU its previous agent left running: its sockets are live
+            return
         qmp = socket_path(self.state_dir, "qmp", instance_id)
         console = self.console_path(instance_id)
         for path in (qmp, console):
@@ -86,7 +88,9 @@ class QemuDriver(ProcessDriver):
         """What the guest wrote to its serial console, kept for a post-mortem."""
         return str(self.state_dir.resolve() / "log" / f"{instance_id}.console.log")
 
-    def describe(self, code: int) -> str:
+    def describe(self, code: int | None) -> str:
+        if code is None:
+            return "QEMU ended (adopted from an earlier agent: its status is unknown)"
         if code == 0:
             return "QEMU exited: the guest powered off or reset"
         return f"QEMU killed by signal {-code}" if code < 0 else f"QEMU exited with status {code}"
