@@ -29,7 +29,9 @@ app.add_typer(virt_app, name="virt")
 console = Console()
 
 DEFAULT_API = "127.0.0.1:7470"
-ApiOpt = Annotated[str, typer.Option("--api", envvar="NFVHA_API", help="controller API, HOST:PORT or URL")]
+ApiOpt = Annotated[str, typer.Option("--api", envvar="NFVHA_API",
+                                     help="controller API, HOST:PORT or URL; several, comma-separated, are tried "
+                                          "in turn")]
 StateOpt = Annotated[Path, typer.Option("--state-dir", help="where the store, channels and logs live")]
 DriverOpt = Annotated[str, typer.Option(help="process | qemu | libvirt: what an instance is on this host")]
 AccelOpt = Annotated[str, typer.Option(help="tcg | kvm: how the qemu and libvirt drivers run VMs")]
@@ -65,6 +67,7 @@ def api_url(api: str) -> str:
 def _logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def _until_signalled() -> None:
@@ -132,9 +135,11 @@ def up(demo: Annotated[int, typer.Option(help="start N demo instances (demo-1..N
                 await _ensure_demo(url, demo, demo_interval_ms, vm)
             print(f"nfvha API at {url} (OpenAPI: {url}/docs), state in {state}", flush=True)
             await _until_signalled()
-            agent_task.cancel()  # stops this host's instances first
-            await asyncio.wait([agent_task])
+            # the controller first: it must not see its own host's agent leave and judge the host
+            # down while shutting down; then the agent, which stops this host's instances
             ctl_task.cancel()
+            await asyncio.wait([ctl_task])
+            agent_task.cancel()
 
     _serve(main)
 
@@ -171,18 +176,39 @@ def controller(api: Annotated[str, typer.Option(help="HOST:PORT to serve the API
                                                                            "it is probed")] = 0.4,
                probe_window: Annotated[float, typer.Option(min=0.05, help="seconds a host's hostmon has to "
                                                                           "answer")] = 0.3,
+               store: Annotated[str | None, typer.Option(
+                   envvar="NFVHA_STORE", help="postgresql+asyncpg://USER@HOST:PORT/DB, shared by the controllers of "
+                                              "a cluster (default: SQLite in the state dir)")] = None,
+               etcd: Annotated[str | None, typer.Option(help="HOST:PORT,… of etcd: run as one of several "
+                                                             "controllers, the elected leader acting")] = None,
+               advertise: Annotated[str | None, typer.Option(help="this controller's URL as agents and clients "
+                                                                  "reach it (default: http://API)")] = None,
+               lease_ttl: Annotated[int, typer.Option(min=1, help="seconds of the leader's etcd lease: a dead "
+                                                             "leader is replaced within about that")] = 1,
                verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
-    """Run the controller alone (agents connect to it)."""
+    """Run a controller (agents connect to it). With --etcd and a PostgreSQL --store, several
+    controllers form a cluster: all serve the API, the elected leader acts (docs/cluster.md)."""
     from .controller.fencing import make_fence
+    from .controller.leadership import EtcdLeadership
     from .controller.liveness import LivenessConfig
     from .controller.service import Controller
 
     _logging(verbose)
     host, port = split_hostport(api)
+    if etcd and not (store or "").startswith("postgresql"):
+        raise typer.BadParameter("--etcd (several controllers) needs a --store they share: postgresql+asyncpg://…")
+    endpoints = [e.strip() for e in etcd.split(",")] if etcd else []
+    for e in endpoints:
+        split_hostport(e)
+    if etcd and (port == 0 and not advertise):
+        raise typer.BadParameter("--etcd with --api port 0 needs --advertise")
+    url = advertise or f"http://{host}:{port}"
     try:
         ctl = Controller(state_dir or default_state_dir(), sla=sla,
                          fence=make_fence(fence, fence_config, fence_netns_prefix),
-                         liveness=LivenessConfig(suspect_after=suspect_after, probe_window=probe_window))
+                         liveness=LivenessConfig(suspect_after=suspect_after, probe_window=probe_window),
+                         store=store, advertise=advertise if etcd else None,
+                         leadership=EtcdLeadership(endpoints, url, lease_ttl) if etcd else None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -198,7 +224,8 @@ def controller(api: Annotated[str, typer.Option(help="HOST:PORT to serve the API
 
 
 @app.command()
-def agent(controller: Annotated[str, typer.Option(help="the controller's URL or HOST:PORT")] = DEFAULT_API,
+def agent(controller: Annotated[str, typer.Option(help="the controller's URL or HOST:PORT; a cluster's, "
+                                                      "comma-separated")] = DEFAULT_API,
           host: Annotated[str, typer.Option(help="this host's name")] = socket.gethostname(),
           state_dir: StateOpt = None,  # type: ignore[assignment]
           miss_threshold: Annotated[int, typer.Option(min=1, help="missed challenges that make a fault")] = 2,
@@ -220,9 +247,11 @@ def agent(controller: Annotated[str, typer.Option(help="the controller's URL or 
 
     _logging(verbose)
     _driver_config(driver, accel)
-    base = api_url(controller).replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    from .agent.link import agent_url
+
     cfg = AgentConfig(host=host, state_dir=state_dir or default_state_dir() / "agent",
-                      controller=f"{base}/v1/agent", miss_threshold=miss_threshold, driver=driver, accel=accel,
+                      controller=",".join(agent_url(api_url(c.strip())) for c in controller.split(",")),
+                      miss_threshold=miss_threshold, driver=driver, accel=accel,
                       libvirt_uri=libvirt_uri, allow_host_root=allow_host_root, probe=probe, capacity=capacity,
                       beat_interval=beat_interval)
 
@@ -279,14 +308,24 @@ def channel_xml(path: Annotated[str | None, typer.Option(help="the host socket (
 
 # ---- clients -------------------------------------------------------------------------------
 
+def _request(api: str, method: str, path: str, **kw: object) -> httpx.Response:
+    """Ask the controllers in turn (`--api A,B,C`) until one answers; a follower sends
+    changes on to the leader (307), which is followed."""
+    errors = []
+    for addr in api.split(","):
+        try:
+            resp = httpx.request(method, api_url(addr.strip()) + path, timeout=30, follow_redirects=True, **kw)
+        except httpx.HTTPError as exc:
+            errors.append(f"{api_url(addr.strip())}: {exc}")
+            continue
+        _check(resp)
+        return resp
+    console.print(f"[red]cannot reach the nfvha API: {'; '.join(errors)}[/]")
+    raise typer.Exit(2)
+
+
 def _get(api: str, path: str) -> object:
-    try:
-        resp = httpx.get(api_url(api) + path, timeout=10)
-    except httpx.HTTPError as exc:
-        console.print(f"[red]cannot reach the nfvha API at {api_url(api)}: {exc}[/]")
-        raise typer.Exit(2) from None
-    _check(resp)
-    return resp.json()
+    return _request(api, "GET", path).json()
 
 
 def _check(resp: httpx.Response) -> None:
@@ -374,8 +413,7 @@ def fault_inject(instance: Annotated[str, typer.Argument(help="instance id or na
     if kind not in ("hang", "crash", "unhealthy"):
         raise typer.BadParameter(f"kind must be hang, crash or unhealthy, got {kind!r}")
     inst = _resolve(api, instance)
-    resp = httpx.post(f"{api_url(api)}/v1/instances/{inst['id']}/faults", json={"kind": kind}, timeout=30)
-    _check(resp)
+    _request(api, "POST", f"/v1/instances/{inst['id']}/faults", json={"kind": kind})
     console.print(f"injected {kind} into {inst['name']} ({inst['id']})")
 
 

@@ -258,7 +258,7 @@ def test_a_port_in_use_an_impossible_state_dir_or_an_old_store_is_one_clear_line
     out = subprocess.run([sys.executable, "-m", "nfvha.cli", "up", "--api", "127.0.0.1:0", "--state-dir",
                           "/proc/nfvha-cannot-be-here"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "/proc/nfvha-cannot-be-here" in out.stdout and "Traceback" not in out.stderr
-    # a store written by an older nfvha, lacking a column: named, and left as it was
+    # a store written by an nfvha from before schema migrations: named, and left as it was
     import sqlite3
 
     old = state_dir / "old"
@@ -268,7 +268,7 @@ def test_a_port_in_use_an_impossible_state_dir_or_an_old_store_is_one_clear_line
         db.execute("INSERT INTO instances VALUES ('i1', 'kept')")
     out = subprocess.run([sys.executable, "-m", "nfvha.cli", "controller", "--api", "127.0.0.1:0", "--state-dir",
                           str(old)], capture_output=True, text=True, timeout=30)
-    assert out.returncode == 1 and "older nfvha" in out.stdout and "instances.command" in out.stdout
+    assert out.returncode == 1 and "older nfvha" in out.stdout and "before schema migrations" in out.stdout
     assert "Traceback" not in out.stderr
     with sqlite3.connect(old / "nfvha.db") as db:
         assert db.execute("SELECT name FROM instances").fetchall() == [("kept",)]

@@ -4,6 +4,9 @@ Reports (faults, recoveries) stay in `unacked` until the controller acknowledges
 which it does only after storing them; every (re)connection re-sends them all, and a
 report unacknowledged for `resend_after` seconds is sent again. Report ids make the
 re-sends harmless.
+
+Given a cluster's controllers (comma-separated URLs), the link tries them in turn; a
+follower refuses it (close code 4001) naming the leader, which it then tries at once.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ class ControllerLink:
     def __init__(self, url: str, hello: Callable[[], Hello], on_welcome: Callable[[Welcome], Awaitable[None]],
                  on_command: Callable[[Command], None], on_deliver: Callable[[Deliver], None], *,
                  resend_after: float = 2.0) -> None:
-        self.url = url
+        self.urls = [u.strip() for u in url.split(",")]
+        self.url = self.urls[0]
         self.hello = hello
         self.on_welcome = on_welcome
         self.on_command = on_command
@@ -48,18 +52,27 @@ class ControllerLink:
             self._out.put_nowait(msg)
 
     async def run(self) -> None:
-        backoff = 0.05
+        backoff, cap, turn = 0.05, 2.0 if len(self.urls) == 1 else 0.5, 0
         while True:
+            leader = None
             try:
-                async with connect(self.url, max_size=2**20, open_timeout=5, ping_interval=5,
+                async with connect(self.url, max_size=2**20, open_timeout=2, ping_interval=5,
                                    ping_timeout=10) as ws:
-                    backoff = 0.05
-                    await self._session(ws)
+                    try:
+                        backoff = 0.05
+                        await self._session(ws)
+                    finally:
+                        leader = redirect(ws.close_code, ws.close_reason)
             except* (OSError, WebSocketException, TimeoutError, ValidationError) as group:
-                log.info("controller %s unreachable (%s); retrying in %.2fs", self.url, group.exceptions[0], backoff)
+                log.info("controller %s unreachable (%s)", self.url, group.exceptions[0])
             self.connected.clear()
+            if leader is not None and leader != self.url:
+                self.url = leader  # a follower named the leader: go there now
+                continue
+            turn += 1
+            self.url = self.urls[turn % len(self.urls)]
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            backoff = min(backoff * 2, cap)
 
     async def _session(self, ws) -> None:
         await ws.send(self.hello().model_dump_json())
@@ -102,3 +115,15 @@ class ControllerLink:
                 if now - self._sent_at.get(rid, now) > self.resend_after:
                     self._sent_at[rid] = now
                     self._out.put_nowait(msg)
+
+
+def agent_url(api: str) -> str:
+    """A controller's agent endpoint, from its API's URL."""
+    return api.replace("http://", "ws://", 1).replace("https://", "wss://", 1).rstrip("/") + "/v1/agent"
+
+
+def redirect(code: int | None, reason: str | None) -> str | None:
+    """The leader a follower named when it refused this agent (close code 4001), if any."""
+    if code != 4001 or not reason or "leader: http" not in reason:
+        return None
+    return agent_url(reason.rsplit("leader: ", 1)[1].strip())

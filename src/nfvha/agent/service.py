@@ -57,7 +57,7 @@ class VoteRejectedError(DriverError):
 class AgentConfig:
     host: str
     state_dir: Path
-    controller: str  # ws://HOST:PORT/v1/agent
+    controller: str  # ws://HOST:PORT/v1/agent; a cluster's, comma-separated
     miss_threshold: int = 2
     min_interval_ms: int = 50
     rate: float = 100.0  # frames per second a guest may send, with `burst` in reserve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ log = logging.getLogger("nfvha.controller")
 COMMAND_TIMEOUT = 30.0  # a graceful stop takes up to 5 s; a restart a little more
 INBOX = 10_000  # messages read from an agent and not yet handled; beyond, reading waits
 BEAT = HostBeat().model_dump_json()  # the host heartbeat, recognised without parsing
+NOT_LEADER = 4001  # WebSocket close code: the reason names the leader, where the agent goes next
 
 
 class AgentUnavailableError(Exception):
@@ -40,11 +42,13 @@ class AgentHub:
 
     def __init__(self, on_hello: Callable[[Hello], Awaitable[Welcome]],
                  on_message: Callable[[str, object], Awaitable[bool]],
-                 on_disconnect: Callable[[str], Awaitable[None]], on_seen: Callable[[str], None]) -> None:
+                 on_disconnect: Callable[[str], Awaitable[None]], on_seen: Callable[[str], None],
+                 refusal: Callable[[], str | None] = lambda: None) -> None:
         self.on_hello = on_hello
         self.on_message = on_message
         self.on_disconnect = on_disconnect
         self.on_seen = on_seen  # every message is a sign of the host's life
+        self.refusal = refusal  # why agents may not connect now (a follower: who leads), or None
         self.conns: dict[str, AgentConn] = {}
 
     def connected(self, host: str) -> bool:
@@ -121,8 +125,20 @@ class AgentHub:
             elif await self.on_message(conn.host, msg):
                 await conn.send(Ack(id=msg.id))  # type: ignore[attr-defined]
 
+    async def close_all(self, reason: str) -> None:
+        """This controller stops leading: every agent goes to the next one."""
+        conns, self.conns = self.conns, {}
+        for conn in conns.values():
+            self._fail_pending(conn)
+            with contextlib.suppress(Exception):  # it may be gone already
+                await conn.ws.close(code=NOT_LEADER, reason=reason[:120])
+
     async def _serve(self, ws: WebSocket) -> None:
         await ws.accept()
+        refusal = self.refusal()
+        if refusal is not None:
+            await ws.close(code=NOT_LEADER, reason=refusal[:120])
+            return
         try:
             hello = FromAgent.validate_json(await ws.receive_text())
         except ValidationError as exc:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 
@@ -28,9 +28,11 @@ from ..store.models import (
 )
 from . import instances
 from .agents import AgentUnavailableError
+from .events import iso
 from .instances import RefusedError, host_loads
 from .schemas import (
     ActionRequest,
+    ControllerOut,
     FaultInject,
     FaultOut,
     HostFailureOut,
@@ -74,6 +76,27 @@ def create_app(ctl: Controller) -> FastAPI:
             raise HTTPException(404, f"no instance with id {instance_id}")
         return inst
 
+    @app.middleware("http")
+    async def _followers_read(request: Request, call_next) -> Response:
+        """Every controller serves reads from the shared store; the leader alone changes things
+        (and streams live events): a follower sends those requests on to it (307)."""
+        path = request.url.path
+        if ctl.leading or (request.method in ("GET", "HEAD") and path != "/v1/events") or path == "/v1/controller":
+            return await call_next(request)
+        leader = ctl.leadership.leader_url
+        if leader and leader != ctl.url:
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(f"{leader}{path}{query}", status_code=307)
+        return JSONResponse(status_code=503, headers={"Retry-After": "1"},
+                            content={"detail": "no controller leads right now: retry shortly"})
+
+    @app.get("/v1/controller")
+    async def controller_status() -> ControllerOut:
+        """This controller: whether it leads (and since when, with which fencing token), and who does."""
+        return ControllerOut(url=ctl.url, leading=ctl.leading, leader=ctl.leadership.leader_url,
+                             token=ctl.leadership.token if ctl.leading else None,
+                             acting_since=iso(ctl.acting_since))
+
     @app.exception_handler(RefusedError)
     async def _refused(_: Request, exc: RefusedError) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={"detail": str(exc)})
@@ -82,7 +105,7 @@ def create_app(ctl: Controller) -> FastAPI:
     async def list_hosts() -> list[HostOut]:
         async with ctl.sessions() as s:
             _, load = await host_loads(s)
-            return [HostOut.of(h, ctl.hosts.state(h.name), load[h.name])
+            return [HostOut.of(h, ctl.hosts.state(h.name) if ctl.leading else h.state, load[h.name])
                     for h in (await s.scalars(select(Host).order_by(Host.name))).all()]
 
     @app.patch("/v1/hosts/{name}")

@@ -219,6 +219,14 @@ class HostOut(BaseModel):
                    probe=h.probe, segment=h.segment, reserved=h.reserved, capacity=h.capacity, instances=instances)
 
 
+class ControllerOut(BaseModel):
+    url: str
+    leading: bool
+    leader: str | None
+    token: int | None = Field(description="the fencing token (election revision) while leading")
+    acting_since: str | None
+
+
 class HostUpdate(Strict):
     segment: Name | None = None
     reserved: bool | None = None

@@ -1,4 +1,6 @@
-"""The controller process: store, agent hub, inspector, recovery, notifier and the API."""
+"""The controller process: the store, the agent hub and the API, always; while it leads
+(alone, or elected in a cluster), the inspector, recovery, notifier, host monitor, host
+recovery and replica sets."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from pathlib import Path
 
 import uvicorn
 
+from .. import clock
 from ..control import FaultReport, GroupMessage, Hello, RecoveredReport, StateReport, Welcome
-from ..store.db import open_store
+from ..store.db import FencedError, claim, fence_sessions, open_store, store_url
 from ..store.models import Event
 from .agents import AgentHub
 from .api import create_app
@@ -22,6 +25,7 @@ from .groups import GroupRouter
 from .hosts import HostMonitor
 from .inspector import Inspector
 from .inventory import Inventory
+from .leadership import Leadership, Solo
 from .liveness import LivenessConfig
 from .metrics import Metrics
 from .notifier import Notifier
@@ -47,14 +51,23 @@ class _Server(uvicorn.Server):
 
 
 class Controller:
+    """One controller. With an etcd leadership and a PostgreSQL store, several run as one
+    cluster: all serve the API, one (the leader) acts."""
+
     def __init__(self, state_dir: Path, sla: str = "SAL1", fence: FenceDriver | None = None,
-                 liveness: LivenessConfig | None = None) -> None:
+                 liveness: LivenessConfig | None = None, store: str | None = None,
+                 leadership: Leadership | None = None, advertise: str | None = None) -> None:
         if sla not in LEVELS:
             raise ValueError(f"sla must be one of {', '.join(LEVELS)}, got {sla!r}")
         self.state_dir = state_dir
         self.sla = sla
         self.fence = fence or NoFence()
         self.liveness = liveness or LivenessConfig()
+        self.store = store
+        self.leadership = leadership or Solo()
+        self.advertise = advertise
+        self.url = ""
+        self.acting_since: float | None = None
         self.live = LiveStream()
         self.port: int | None = None
         self.ready = asyncio.Event()
@@ -66,6 +79,12 @@ class Controller:
         self.notifier.wake()
         self.recovery.wake()
         self.replicas.wake()
+
+    def _refusal(self) -> str | None:
+        """Why an agent may not connect here: only the leader takes agents."""
+        if self.leading:
+            return None
+        return f"not the leader; leader: {self.leadership.leader_url or 'none yet'}"
 
     def _seen(self, host: str) -> None:
         self.hosts.seen(host)
@@ -108,13 +127,10 @@ class Controller:
         self.hosts.lost(host)
         await self.inventory.disconnected(host)
 
-    async def run(self, host: str = "127.0.0.1", port: int = 7470) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        engine, self.sessions = await open_store(self.state_dir / "nfvha.db")
+    def _term(self) -> None:
+        """The leader's working parts, fresh for each term: nothing of a previous term's
+        in-memory view survives into the next; the store and the agents rebuild it."""
         self.inventory = Inventory(self.sessions, self._on_peer_change, self._host_returned)
-        await self.inventory.reset_hosts()
-        self.hub = AgentHub(self._on_hello, self._on_message, self._on_disconnect, self._seen)
-        self.metrics = Metrics(lambda: len(self.hub.conns))
         self.groups = GroupRouter(self.sessions, self.hub, self.metrics.group_messages)
         self.inspector = Inspector(self.sessions, self.metrics, self._on_event)
         self.recovery = Recovery(self.sessions, self.hub)
@@ -122,18 +138,57 @@ class Controller:
         self.host_recovery = HostRecovery(self, self.fence, self._on_event)
         self.hosts = HostMonitor(self.sessions, self.host_recovery.host_down, self._on_event, self.liveness)
         self.replicas = ReplicaSets(self)
+
+    @property
+    def leading(self) -> bool:
+        return self.acting_since is not None
+
+    async def run(self, host: str = "127.0.0.1", port: int = 7470) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        engine, self.sessions = await open_store(store_url(self.store, self.state_dir))
+        fence_sessions(self.sessions, lambda: self.leadership.token if self.leading else None)
+        self.hub = AgentHub(self._on_hello, self._on_message, self._on_disconnect, self._seen, self._refusal)
+        self.metrics = Metrics(lambda: len(self.hub.conns))
+        self._term()
         sock = socket.create_server((host, port), reuse_port=False)
         self.port = sock.getsockname()[1]
+        self.url = self.advertise or f"http://{host}:{self.port}"
+        if isinstance(self.leadership, Solo):
+            self.leadership.leader_url = self.url
         server = _Server(uvicorn.Config(create_app(self), log_level="warning", lifespan="off",
                                         ws_max_size=2**20, timeout_graceful_shutdown=1), self.ready)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(server.serve(sockets=[sock]))
-                tg.create_task(self.recovery.run())
-                tg.create_task(self.notifier.run())
-                tg.create_task(self.hosts.run())
-                tg.create_task(self.host_recovery.run())
-                tg.create_task(self.replicas.run())
+                tg.create_task(self._lead())
         finally:
             sock.close()
             await engine.dispose()
+
+    async def _lead(self) -> None:
+        """Campaign; while leading, run the leader's parts until leadership cannot be proven
+        (or the store names a newer leader); then stand by and campaign again."""
+        while True:
+            token = await self.leadership.campaign()
+            try:
+                await claim(self.sessions, token, self.url)
+                self._term()
+                await self.inventory.reset_hosts()  # agents connect to the leader: none has yet
+                self.acting_since = clock.now()
+                log.warning("acting as the leader (token %d)", token)
+                async with asyncio.TaskGroup() as tg:
+                    for part in (self.recovery, self.notifier, self.hosts, self.host_recovery, self.replicas):
+                        tg.create_task(part.run())
+                    await self.leadership.keep()
+                    raise DeposedError("leadership lost")
+            except* (DeposedError, FencedError) as group:
+                log.error("no longer the leader: %s", group.exceptions[0])
+            finally:
+                self.acting_since = None
+                await self.hub.close_all("this controller no longer leads")
+                if self.leadership.token is not None:  # still holding the lease (a stop, a fenced write):
+                    await self.leadership.resign()  # give it up, so that a follower takes over at once
+
+
+class DeposedError(Exception):
+    pass

@@ -24,6 +24,17 @@ class Host(Base):
     reserved: Mapped[bool] = mapped_column(Boolean, default=False)  # kept free for evacuations
 
 
+class Leadership(Base):
+    """The fencing token: the election revision of the controller that leads. A leader's every
+    transaction checks that it still holds it, so a deposed leader's late write is refused."""
+
+    __tablename__ = "leadership"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    token: Mapped[int] = mapped_column(Integer)
+    holder: Mapped[str] = mapped_column(String(255))
+    since: Mapped[float] = mapped_column(Float)
+
+
 class Segment(Base):
     """A failover segment (masakari's): hosts that take over each other's instances, and how."""
 
