@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
@@ -53,6 +53,8 @@ from .schemas import (
     SubscriptionOut,
 )
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     from .service import Controller
 
@@ -70,11 +72,14 @@ def create_app(ctl: Controller) -> FastAPI:
         return JSONResponse(status_code=422, content={"message": message, "detail": [
             {"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in errors]})
 
+    async def fetch(s, model: type[T], key: str, what: str) -> T:
+        row = await s.get(model, key)
+        if row is None:
+            raise HTTPException(404, f"no {what} {key}")
+        return row
+
     async def get_instance(s, instance_id: str) -> Instance:
-        inst = await s.get(Instance, instance_id)
-        if inst is None:
-            raise HTTPException(404, f"no instance with id {instance_id}")
-        return inst
+        return await fetch(s, Instance, instance_id, "instance with id")
 
     @app.middleware("http")
     async def _followers_read(request: Request, call_next) -> Response:
@@ -113,9 +118,7 @@ def create_app(ctl: Controller) -> FastAPI:
         """An operator's settings of a host: its failover segment, whether it is kept free for
         evacuations (reserved), how many instances it may run."""
         async with ctl.sessions() as s, s.begin():
-            h = await s.get(Host, name)
-            if h is None:
-                raise HTTPException(404, f"no host named {name}")
+            h = await fetch(s, Host, name, "host named")
             for field, value in body.model_dump(exclude_none=True).items():
                 setattr(h, field, value)
             _, load = await host_loads(s)
@@ -163,10 +166,7 @@ def create_app(ctl: Controller) -> FastAPI:
     @app.get("/v1/host-failures/{failure_id}")
     async def get_host_failure(failure_id: str) -> HostFailureOut:
         async with ctl.sessions() as s:
-            f = await s.get(HostFailure, failure_id)
-            if f is None:
-                raise HTTPException(404, f"no host failure with id {failure_id}")
-            return await failure_out(s, f)
+            return await failure_out(s, await fetch(s, HostFailure, failure_id, "host failure with id"))
 
     @app.get("/v1/instances")
     async def list_instances() -> list[InstanceOut]:
@@ -217,10 +217,7 @@ def create_app(ctl: Controller) -> FastAPI:
             return [await group_out(s, g) for g in groups]
 
     async def get_group(s, group_id: str) -> ServerGroup:
-        group = await s.get(ServerGroup, group_id)
-        if group is None:
-            raise HTTPException(404, f"no server group with id {group_id}")
-        return group
+        return await fetch(s, ServerGroup, group_id, "server group with id")
 
     @app.get("/v1/server-groups/{group_id}")
     async def get_server_group(group_id: str) -> ServerGroupOut:
@@ -284,10 +281,7 @@ def create_app(ctl: Controller) -> FastAPI:
     @app.get("/v1/faults/{fault_id}")
     async def get_fault(fault_id: str) -> FaultOut:
         async with ctl.sessions() as s:
-            f = await s.get(Fault, fault_id)
-            if f is None:
-                raise HTTPException(404, f"no fault with id {fault_id}")
-            return FaultOut.of(f, ctl.sla)
+            return FaultOut.of(await fetch(s, Fault, fault_id, "fault with id"), ctl.sla)
 
     # ---- replica sets ----
 
@@ -297,10 +291,7 @@ def create_app(ctl: Controller) -> FastAPI:
         return ReplicaSetOut.of(rs, list(members))
 
     async def get_replica_set(s, set_id: str) -> ReplicaSet:
-        rs = await s.get(ReplicaSet, set_id)
-        if rs is None:
-            raise HTTPException(404, f"no replica set with id {set_id}")
-        return rs
+        return await fetch(s, ReplicaSet, set_id, "replica set with id")
 
     @app.post("/v1/replica-sets", status_code=201)
     async def create_replica_set(body: ReplicaSetCreate) -> ReplicaSetOut:
@@ -367,10 +358,7 @@ def create_app(ctl: Controller) -> FastAPI:
     @app.delete("/v1/subscriptions/{subscription_id}", status_code=204)
     async def delete_subscription(subscription_id: str) -> Response:
         async with ctl.sessions() as s, s.begin():
-            sub = await s.get(Subscription, subscription_id)
-            if sub is None:
-                raise HTTPException(404, f"no subscription with id {subscription_id}")
-            await s.delete(sub)
+            await s.delete(await fetch(s, Subscription, subscription_id, "subscription with id"))
         ctl.notifier.subscriptions_changed()
         return Response(status_code=204)
 
