@@ -66,6 +66,11 @@ class ControllerLink:
             except* (OSError, WebSocketException, TimeoutError, ValidationError) as group:
                 log.info("controller %s unreachable (%s)", self.url, group.exceptions[0])
             self.connected.clear()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # a cancellation that met a connection error in a task group comes out as the
+                # error alone (Python 3.11): the link is being stopped, so stop
+                raise asyncio.CancelledError
             if leader is not None and leader != self.url:
                 self.url = leader  # a follower named the leader: go there now
                 continue

@@ -130,8 +130,15 @@ class AgentHub:
         conns, self.conns = self.conns, {}
         for conn in conns.values():
             self._fail_pending(conn)
-            with contextlib.suppress(Exception):  # it may be gone already
-                await conn.ws.close(code=NOT_LEADER, reason=reason[:120])
+
+        async def close(conn: AgentConn) -> None:
+            # the close handshake is a courtesy: an agent that does not answer it must not hold
+            # up the step-down (nor a shutdown)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(0.5):
+                    await conn.ws.close(code=NOT_LEADER, reason=reason[:120])
+
+        await asyncio.gather(*(close(c) for c in conns.values()))
 
     async def _serve(self, ws: WebSocket) -> None:
         await ws.accept()

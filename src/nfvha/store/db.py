@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import aiosqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, event, inspect, select, text
@@ -41,16 +40,7 @@ async def open_store(url: str) -> tuple[AsyncEngine, async_sessionmaker]:
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer, and a read transaction that upgrades to a write
         # fails at once with "database is locked" instead of waiting; serialising avoids both.
-        path = url.split(":///", 1)[1]
-
-        async def connect() -> aiosqlite.Connection:
-            conn = aiosqlite.connect(path)
-            # each connection has a worker thread; one orphaned by a connect cancelled at shutdown
-            # must not keep the process alive (aiosqlite makes them non-daemon)
-            conn._thread.daemon = True
-            return await conn
-
-        engine = create_async_engine(url, async_creator=connect, pool_size=1, max_overflow=0)
+        engine = create_async_engine(url, pool_size=1, max_overflow=0)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(conn, _record) -> None:
