@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import socket
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 
@@ -61,17 +64,31 @@ def console_log(state_dir: Path, instance_id: str, tail: int = 3000) -> str:
 
 def console(path: Path, command: str, timeout: float = 10.0) -> None:
     """Type a command at the reference guest's shell on its serial console; return once the
-    guest's terminal has echoed it (it has read the line)."""
+    guest's terminal has echoed it and QEMU has taken every byte of it.
+
+    QEMU drops what a console client sent but the guest's UART has not yet taken when the
+    client hangs up, so leaving at the echo alone can lose the command's newline."""
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(path))
-        s.settimeout(timeout)
         s.sendall(command.encode() + b"\n")
+        s.settimeout(0.02)
         seen = b""
-        while command.encode() not in seen:
-            chunk = s.recv(4096)
+        deadline = time.monotonic() + timeout
+        while command.encode() not in seen or unread(s):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"console {path}: {command!r} not taken within {timeout} s; it showed {seen!r}")
+            try:
+                chunk = s.recv(4096)
+            except TimeoutError:
+                continue
             if not chunk:
                 raise ConnectionError(f"console {path} closed before echoing {command!r}")
             seen = seen[-4096:] + chunk
+
+
+def unread(s: socket.socket) -> int:
+    """Bytes sent on a unix socket that its peer has not read yet."""
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
 
 
 def restart_libvirtd() -> None:
