@@ -177,11 +177,11 @@ class HostRecovery:
 
     async def _place(self) -> list[tuple[int, str, Instance]]:
         """Choose hosts for the evacuations that are due, under the segments' recovery methods."""
-        now = clock.now()
         started = []
         async with self.ctl.placement_lock, self.sessions() as s, s.begin():
             due = (await s.scalars(select(Evacuation).where(Evacuation.state == "pending")
                                    .order_by(Evacuation.id))).all()
+            now = clock.now()  # read after the rows: a fence committed meanwhile is older than this start
             due = [e for e in due if e.not_before is None or e.not_before <= now]
             if not due:
                 return []
