@@ -81,10 +81,11 @@ async def _until_signalled() -> None:
 def _serve(main: Callable[[], Coroutine[object, object, None]]) -> None:
     """Run a server; what the machine refuses (a port in use, a state dir that cannot be
     made, a store it cannot use) is one line naming it, not a traceback."""
+    from .runner import run_bounded
     from .store.db import StoreError
 
     try:
-        asyncio.run(main())
+        run_bounded(main())
     except* (OSError, StoreError) as group:
         console.print(f"[red]nfvha: {group.exceptions[0]}[/]")
         raise typer.Exit(1) from None
